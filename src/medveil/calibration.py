@@ -1,0 +1,77 @@
+"""Calibration of a key's constants (quantizer range, output standardisation)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from medveil.keys import Calibration
+from medveil.stages import truncated_svd
+
+if TYPE_CHECKING:
+    from medveil.keys import Key
+
+MAX_PERCENTILE_SAMPLES = 4_000_000
+
+
+def _as_batches(images: Any, batch_size: int) -> list[torch.Tensor]:
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        images = [images]
+    batches = []
+    for item in images:
+        t = torch.as_tensor(np.asarray(item) if not isinstance(item, torch.Tensor) else item)
+        if t.ndim == 4 and t.shape[1] == 1:
+            t = t[:, 0]
+        if t.ndim == 2:
+            t = t[None]
+        if t.ndim != 3:
+            raise ValueError(f"calibration images must be (B, n, n) or (B, 1, n, n), got {tuple(t.shape)}")
+        for start in range(0, len(t), batch_size):
+            batches.append(t[start : start + batch_size].to(torch.float32))
+    if not batches or sum(len(b) for b in batches) == 0:
+        raise ValueError("calibration needs at least one image")
+    return batches
+
+
+def calibrate_key(key: Key, images: Any, *, batch_size: int = 256) -> Calibration:
+    """Calibration constants for ``key`` from images in [0, 1].
+
+    ``c`` is the ``clip_percentile``-th percentile of ``|Z|`` over all entries of the truncated
+    factors; ``mean`` and ``std`` are those of the projected outputs (fresh noise included), so
+    that the standardised output has zero mean and unit variance on the calibration set.
+    """
+    from medveil.obfuscator import Obfuscator
+
+    p = key.params
+    batches = _as_batches(images, batch_size)
+    count = sum(len(b) for b in batches)
+    if not p.needs_calibration:
+        return Calibration(clip=1.0, mean=0.0, std=1.0, images=count)
+    magnitudes = []
+    for batch in batches:
+        z = truncated_svd(batch, p.rank, solver=p.solver).factor
+        magnitudes.append(z.abs().flatten().numpy())
+    pooled = np.concatenate(magnitudes)
+    if pooled.size > MAX_PERCENTILE_SAMPLES:
+        pooled = np.random.default_rng(0).choice(pooled, MAX_PERCENTILE_SAMPLES, replace=False)
+    clip = float(np.percentile(pooled, p.clip_percentile))
+    if not clip > 0:
+        raise ValueError("calibration images give an all-zero factor; use real images")
+    provisional = type(key)(
+        secret=key.secret,
+        params=p,
+        calibration=Calibration(clip=clip, mean=0.0, std=1.0, images=count),
+    )
+    obf = Obfuscator(provisional)
+    total, total_sq, entries = 0.0, 0.0, 0
+    for batch in batches:
+        y = obf.obfuscate(batch).double()
+        total += float(y.sum())
+        total_sq += float((y * y).sum())
+        entries += y.numel()
+    mean = total / entries
+    std = max((total_sq / entries - mean * mean), 0.0) ** 0.5
+    return Calibration(clip=clip, mean=mean, std=std, images=count)

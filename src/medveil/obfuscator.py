@@ -1,0 +1,157 @@
+"""The deterministic transform that applies a :class:`~medveil.keys.Key` to images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from medveil.errors import InvalidKeyError
+from medveil.keys import Key, Preset
+from medveil.stages import (
+    NoiseSource,
+    Truncation,
+    add_noise,
+    dequantize,
+    project,
+    quantize,
+    truncated_svd,
+)
+
+
+@dataclass(frozen=True)
+class StageOutputs:
+    """Every intermediate of one batch, ``(B, ...)`` tensors.
+
+    ``codes`` is ``None`` without quantization. ``output`` is what leaves the custodian.
+    """
+
+    image: torch.Tensor
+    truncation: Truncation
+    codes: torch.Tensor | None
+    quantized: torch.Tensor
+    noised: torch.Tensor
+    projected: torch.Tensor
+    output: torch.Tensor
+
+
+class Obfuscator:
+    """Apply a key's scheme to images: a deterministic transform given the key.
+
+    ``Y = standardise(R_L (Q_b(U_k S_k) + eps) R_R)`` for the ``multistage`` preset and
+    ``Y = U_k S_k`` for the ``svd`` preset (see ``METHOD.md``).
+
+    Accepts a torch tensor ``(B, 1, n, n)``, ``(B, n, n)``, ``(1, n, n)`` or ``(n, n)``, or a NumPy
+    array ``(B, n, n)`` or ``(n, n)``, floating point with values in [0, 1], on CPU or CUDA, and
+    returns the same kind and layout with the last axis of length ``m``. Usable as a
+    torchvision/MONAI-style transform on single images inside a ``DataLoader``.
+
+    Parameters
+    ----------
+    key
+        A calibrated key (``svd`` keys need no calibration).
+    dtype
+        ``torch.float32`` (default) or ``torch.float64`` for the computation.
+    noise_seed
+        Pins the Gaussian noise, for tests and reproducibility studies only.
+    """
+
+    def __init__(
+        self, key: Key, *, dtype: torch.dtype = torch.float32, noise_seed: int | None = None
+    ) -> None:
+        if not key.is_calibrated:
+            raise InvalidKeyError(
+                "the key is not calibrated: call key.calibrate(images) "
+                "(or `medveil keygen --calibrate DIR`) before obfuscating"
+            )
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        self.key = key
+        self.params = key.params
+        self.dtype = dtype
+        self.noise = NoiseSource(seed=noise_seed)
+        self._left64 = key.left_matrix()
+        self._right64 = key.right_matrix()
+        self._cache: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
+
+    def __repr__(self) -> str:
+        return f"Obfuscator(fingerprint={self.key.fingerprint!r}, params={self.params!r})"
+
+    @property
+    def fingerprint(self) -> str:
+        return self.key.fingerprint
+
+    def _matrices(self, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        name = f"{device}/{self.dtype}"
+        if name not in self._cache:
+            def move(m: np.ndarray | None) -> torch.Tensor | None:
+                return None if m is None else torch.as_tensor(m, dtype=self.dtype, device=device)
+
+            self._cache[name] = (move(self._left64), move(self._right64))
+        return self._cache[name]
+
+    def stages(self, images: torch.Tensor) -> StageOutputs:
+        """Run every stage on a ``(B, n, n)`` tensor and keep the intermediates."""
+        x = self._check(images)
+        p = self.params
+        trunc = truncated_svd(x, p.rank, solver=p.solver)
+        z = trunc.factor
+        if p.preset is Preset.SVD:
+            return StageOutputs(x, trunc, None, z, z, z, z)
+        cal = self.key.calibration
+        assert cal is not None
+        codes = None
+        quantized = z
+        if p.bits is not None:
+            codes = quantize(z, bits=p.bits, clip=cal.clip)
+            quantized = dequantize(codes, bits=p.bits, clip=cal.clip, dtype=x.dtype)
+        noised = add_noise(quantized, std=p.noise * cal.clip, source=self.noise)
+        left, right = self._matrices(x.device)
+        projected = project(noised, left=left, right=right)
+        output = (projected - cal.mean) / cal.std
+        return StageOutputs(x, trunc, codes, quantized, noised, projected, output)
+
+    def obfuscate(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, n, n)`` tensor in [0, 1] to ``(B, n, m)`` obfuscated tensor."""
+        return self.stages(images).output
+
+    def __call__(self, images: Any) -> Any:
+        if isinstance(images, np.ndarray):
+            if images.ndim not in (2, 3):
+                raise ValueError(f"expected a (B, n, n) or (n, n) array, got {images.shape}")
+            batch = torch.from_numpy(np.ascontiguousarray(images))
+            out = self.obfuscate(batch[None] if images.ndim == 2 else batch)
+            out = out.cpu().numpy()
+            return out[0] if images.ndim == 2 else out
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor or numpy.ndarray, got {type(images).__name__}")
+        if images.ndim == 4:
+            if images.shape[1] != 1:
+                raise ValueError(f"expected one channel (B, 1, n, n), got {tuple(images.shape)}")
+            return self.obfuscate(images[:, 0])[:, None]
+        if images.ndim == 3:
+            return self.obfuscate(images)
+        if images.ndim == 2:
+            return self.obfuscate(images[None])[0]
+        raise ValueError(f"expected (B, 1, n, n), (B, n, n) or (n, n), got {tuple(images.shape)}")
+
+    def _check(self, images: torch.Tensor) -> torch.Tensor:
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+        n = self.params.size
+        if images.ndim != 3 or tuple(images.shape[1:]) != (n, n):
+            raise ValueError(
+                f"images must have shape (B, {n}, {n}) for this key (size={n}), "
+                f"got {tuple(images.shape)}"
+            )
+        if not images.is_floating_point():
+            raise TypeError(f"images must be floating point in [0, 1], got {images.dtype}")
+        x = images.to(self.dtype)
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("images contain NaN or infinite values")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise ValueError(f"images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
+        return x
