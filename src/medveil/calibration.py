@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from medveil.errors import ImageLoadError
 from medveil.keys import Calibration
+from medveil.layout import scan_dataset
+from medveil.loading import LoadOptions, load_slices
 from medveil.stages import truncated_svd
 
 if TYPE_CHECKING:
@@ -75,3 +78,28 @@ def calibrate_key(key: Key, images: Any, *, batch_size: int = 256) -> Calibratio
     mean = total / entries
     std = max((total_sq / entries - mean * mean), 0.0) ** 0.5
     return Calibration(clip=clip, mean=mean, std=std, images=count)
+
+
+def load_calibration_images(
+    folder: str | Path, *, count: int, options: LoadOptions, seed: int = 0
+) -> np.ndarray:
+    """Up to ``count`` images drawn evenly at random (seeded) from a dataset folder.
+
+    Bad files are passed over (calibration only needs representative images); an error is
+    raised only when none loads.
+    """
+    index = scan_dataset(folder)
+    items = [item for items in index.splits.values() for item in items]
+    order = np.random.default_rng(seed).permutation(len(items))
+    images: list[np.ndarray] = []
+    problems: list[str] = []
+    for i in order:
+        if len(images) >= count:
+            break
+        try:
+            images.extend(load_slices(index.root / items[i].path, options=options))
+        except ImageLoadError as exc:
+            problems.append(str(exc))
+    if not images:
+        raise ImageLoadError(index.root, f"no calibration image could be loaded ({problems[:3]})")
+    return np.stack(images[:count])

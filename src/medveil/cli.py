@@ -1,0 +1,223 @@
+"""Command-line interface: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from medveil.errors import MedveilError
+
+app = typer.Typer(
+    help="Keyed multistage SVD obfuscation of medical images.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+datasets_app = typer.Typer(help="Embedded synthetic datasets.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+console = Console(stderr=True)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code=2)
+
+
+def _percentile(value: Optional[str]) -> Optional[tuple[float, float]]:
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value.split(","))
+    except ValueError:
+        raise typer.BadParameter("expected two numbers 'LOW,HIGH', e.g. 0.5,99.5") from None
+    return (lo, hi)
+
+
+@app.command()
+def keygen(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Key file to write (mode 0600).")],
+    preset: Annotated[str, typer.Option(help="'multistage' or 'svd'.")] = "multistage",
+    size: Annotated[int, typer.Option(help="Working size n (images are n x n).")] = 224,
+    rank: Annotated[int, typer.Option(help="Rank k kept by the SVD truncation.")] = 32,
+    bits: Annotated[Optional[int], typer.Option(help="Quantization bits b (multistage).")] = None,
+    noise: Annotated[Optional[float], typer.Option(help="Noise level eta (multistage).")] = None,
+    left: Annotated[Optional[str], typer.Option(help="'orthogonal' or 'none'.")] = None,
+    right: Annotated[Optional[str], typer.Option(help="'gaussian' or 'none'.")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Columns m of R_R (default n).")] = None,
+    calibrate: Annotated[
+        Optional[Path], typer.Option(help="Dataset folder to calibrate the key on.")
+    ] = None,
+    calibration_images: Annotated[int, typer.Option(help="Images used to calibrate.")] = 512,
+    force: Annotated[bool, typer.Option(help="Replace an existing key file.")] = False,
+) -> None:
+    """Draw a new secret key (256 bits) and store it with its parameters, owner-only."""
+    from medveil.calibration import load_calibration_images
+    from medveil.keys import generate_key
+    from medveil.loading import LoadOptions
+
+    try:
+        key = generate_key(
+            preset=preset, size=size, rank=rank, bits=bits, noise=noise, left=left, right=right,
+            width=width,
+        )
+        if key.params.needs_calibration and calibrate is None:
+            raise _fail("the multistage preset needs --calibrate DATASET_DIR")
+        if calibrate is not None:
+            with console.status(f"loading up to {calibration_images} calibration images"):
+                images = load_calibration_images(
+                    calibrate, count=calibration_images, options=LoadOptions(size=size)
+                )
+            with console.status(f"calibrating on {len(images)} images"):
+                key.calibrate(images)
+        path = key.save(output, overwrite=force)
+    except (MedveilError, FileExistsError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"wrote key [bold]{path}[/bold] (fingerprint {key.fingerprint}, mode 0600)")
+
+
+@app.command()
+def obfuscate(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder (class sub-folders).")],
+    key_file: Annotated[Path, typer.Option("--key", help="Key file from `medveil keygen`.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Store folder to write.")],
+    batch_size: Annotated[int, typer.Option(help="Images per transform batch.")] = 128,
+    workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
+    files_per_shard: Annotated[int, typer.Option(help="Files per shard.")] = 512,
+    device: Annotated[str, typer.Option(help="'cpu', 'cuda' or 'auto'.")] = "auto",
+    skip_bad: Annotated[bool, typer.Option(help="Skip bad files and list them in a report.")] = False,
+    keep_names: Annotated[bool, typer.Option(help="Store source file names.")] = False,
+    percentile: Annotated[
+        Optional[str], typer.Option(help="Per-image percentile clipping 'LOW,HIGH'.")
+    ] = None,
+    nifti_axis: Annotated[int, typer.Option(help="Axis along which NIfTI volumes are sliced.")] = 2,
+    overwrite: Annotated[bool, typer.Option(help="Replace a complete store.")] = False,
+) -> None:
+    """Obfuscate a dataset folder into an obfuscated dataset store."""
+    from medveil.keys import Key
+    from medveil.loading import LoadOptions
+    from medveil.obfuscate import check_key_location, obfuscate_dataset
+
+    try:
+        check_key_location(key_file, output)
+        key = Key.load(key_file)
+        options = LoadOptions(
+            size=key.params.size, percentile=_percentile(percentile), nifti_axis=nifti_axis
+        )
+        with _progress() as bar:
+            task = bar.add_task("obfuscating", total=None)
+            result = obfuscate_dataset(
+                dataset, key=key, output=output, options=options, files_per_shard=files_per_shard,
+                batch_size=batch_size, workers=workers, device=device, skip_bad=skip_bad,
+                keep_names=keep_names, overwrite=overwrite,
+                progress=lambda n: bar.advance(task, n),
+                on_start=lambda total: bar.update(task, total=total),
+            )
+    except (MedveilError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(result.summary())
+
+
+@app.command()
+def show(
+    image: Annotated[Path, typer.Argument(help="An image file (any supported format).")],
+    key_file: Annotated[Path, typer.Option("--key", help="Key file.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="PNG to write.")],
+    noise_seed: Annotated[
+        Optional[int], typer.Option(help="Pin the noise (reproducible figure).")
+    ] = None,
+    nifti_axis: Annotated[int, typer.Option(help="NIfTI slicing axis.")] = 2,
+) -> None:
+    """Plot one image through every stage (original, rank-k, quantized, noised, projected)."""
+    from medveil.figures import save_figure, stage_figure
+    from medveil.keys import Key
+    from medveil.loading import LoadOptions, load_slices
+    from medveil.obfuscator import Obfuscator
+
+    try:
+        key = Key.load(key_file)
+        slices = load_slices(image, options=LoadOptions(size=key.params.size, nifti_axis=nifti_axis))
+        picked = slices[len(slices) // 2]
+        fig = stage_figure(Obfuscator(key, noise_seed=noise_seed), picked, title=image.name)
+        path = save_figure(fig, output)
+    except MedveilError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"wrote {path}")
+
+
+@app.command()
+def info(store: Annotated[Path, typer.Argument(help="An obfuscated dataset store.")]) -> None:
+    """Summarise an obfuscated dataset store."""
+    from medveil.store import ObfuscatedStore
+
+    try:
+        opened = ObfuscatedStore(store)
+    except MedveilError as exc:
+        raise _fail(str(exc)) from None
+    m = opened.manifest
+    table = Table(title=f"{store} ({m['preset']}, key {m['key_fingerprint']}, shape {m['shape']})")
+    table.add_column("split")
+    for name in m["classes"]:
+        table.add_column(name, justify="right")
+    table.add_column("total", justify="right")
+    for split, data in m["splits"].items():
+        table.add_row(split, *(str(data["per_class"][c]) for c in m["classes"]), str(data["count"]))
+    Console().print(table)
+    Console().print(json.dumps(m["params"]))
+
+
+@datasets_app.command("make")
+def datasets_make(
+    name: Annotated[str, typer.Argument(help="'brain-mri' or 'ovary-us'.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder to write.")],
+    per_class: Annotated[int, typer.Option(help="Images per class.")] = 100,
+    size: Annotated[int, typer.Option(help="Image size in pixels.")] = 256,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same images).")] = 0,
+    test_fraction: Annotated[
+        float, typer.Option(help="Fraction written to Testing/ (0: class folders only).")
+    ] = 0.0,
+) -> None:
+    """Write an embedded SYNTHETIC dataset as PNGs in the Kaggle layout."""
+    from medveil.synthetic import DATASETS
+    from medveil.synthetic.write import write_dataset
+
+    if name not in DATASETS:
+        raise _fail(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    try:
+        with _progress() as bar:
+            task = bar.add_task(f"writing {name}", total=per_class * len(DATASETS[name].classes))
+            result = write_dataset(
+                name, output, per_class=per_class, size=size, seed=seed,
+                test_fraction=test_fraction, progress=lambda n: bar.advance(task, n),
+            )
+    except (MedveilError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"wrote synthetic {name} to {result.path}")
+
+
+if __name__ == "__main__":
+    app()

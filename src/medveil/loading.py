@@ -1,0 +1,397 @@
+"""Load medical images of every supported format as normalised grayscale slices.
+
+One entry point for PNG, JPEG, TIFF, BMP (Pillow), DICOM (pydicom) and NIfTI (nibabel). Every
+slice goes through the same steps:
+
+1. decode at full depth (16-bit PNG/TIFF, DICOM and NIfTI values are never squeezed into 8 bits);
+   DICOM through its modality LUT (rescale slope/intercept) and VOI LUT / window, MONOCHROME1
+   inverted; colour converted to luminance ``Y = 0.299 R + 0.587 G + 0.114 B`` (ITU-R BT.601);
+2. check: finite values, at least ``size`` pixels in both dimensions, not constant;
+3. antialiased bilinear resize straight to ``size x size`` -- the aspect ratio is *not* kept, a
+   non-square image is stretched;
+4. per-image normalisation to [0, 1]: ``x' = (clip(x, lo, hi) - lo) / (hi - lo)`` with ``lo, hi``
+   the image's minimum and maximum, or its ``percentile`` values when that option is set.
+
+Bad input of any kind raises :class:`medveil.errors.ImageLoadError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+from nibabel.filebasedimages import ImageFileError
+from nibabel.orientations import apply_orientation, io_orientation
+from PIL import Image, ImageFile
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
+
+from medveil.errors import ImageLoadError
+
+__all__ = [
+    "DEFAULT_OPTIONS",
+    "SUPPORTED_SUFFIXES",
+    "LoadOptions",
+    "is_supported",
+    "load_image",
+    "load_slices",
+]
+
+_PILLOW_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+_DICOM_SUFFIXES = frozenset({".dcm"})
+_NIFTI_SUFFIXES = frozenset({".nii", ".nii.gz"})
+SUPPORTED_SUFFIXES: frozenset[str] = _PILLOW_SUFFIXES | _DICOM_SUFFIXES | _NIFTI_SUFFIXES
+
+_BT601 = np.array([0.299, 0.587, 0.114])
+_MIN_SIZE = 2
+
+# Third-party decoders signal bad files through many exception types; these are the ones that mean
+# "this file cannot be decoded" (and not a bug of ours), so they become ImageLoadError.
+_PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+_DICOM_ERRORS = (
+    InvalidDicomError, OSError, EOFError, ValueError, KeyError, AttributeError, TypeError,
+    NotImplementedError, RuntimeError,
+)
+_NIFTI_ERRORS = (ImageFileError, OSError, EOFError, ValueError, zlib.error)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadOptions:
+    """How files become slices.
+
+    Parameters
+    ----------
+    size : int
+        Working size n: every slice is resized to ``n x n`` (at least 2). Images smaller than n in
+        either dimension are rejected rather than upscaled.
+    percentile : tuple of float or None
+        ``(lo, hi)`` with ``0 <= lo < hi <= 100``: clip each image at these percentiles of its own
+        values before the min-max normalisation (robust to outliers, e.g. hot pixels in 16-bit
+        data). ``None`` (default): plain min-max.
+    nifti_axis : int
+        Axis (0, 1 or 2) of a NIfTI volume, in closest-canonical RAS+ voxel order, along which it
+        is sliced; 2 (default) gives axial slices.
+    """
+
+    size: int = 224
+    percentile: tuple[float, float] | None = None
+    nifti_axis: int = 2
+
+    def __post_init__(self) -> None:
+        if isinstance(self.size, bool) or not isinstance(self.size, int):
+            raise TypeError(f"size must be an int, got {self.size!r}")
+        if self.size < _MIN_SIZE:
+            raise ValueError(f"size must be at least {_MIN_SIZE}, got {self.size}")
+        if self.nifti_axis not in (0, 1, 2) or isinstance(self.nifti_axis, bool):
+            raise ValueError(f"nifti_axis must be 0, 1 or 2, got {self.nifti_axis!r}")
+        if self.percentile is not None:
+            object.__setattr__(self, "percentile", _checked_percentile(self.percentile))
+
+
+def _checked_percentile(value: object) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise ValueError(f"percentile must be a pair (lo, hi) of numbers, got {value!r}") from None
+    if not 0.0 <= lo < hi <= 100.0:
+        raise ValueError(f"percentile must satisfy 0 <= lo < hi <= 100, got {value!r}")
+    return lo, hi
+
+
+DEFAULT_OPTIONS = LoadOptions()
+
+
+def is_supported(path: str | os.PathLike[str]) -> bool:
+    """Whether the file's suffix (case-insensitive, ``.nii.gz`` included) is a supported format.
+
+    :func:`load_slices` also accepts DICOM files without a ``.dcm`` suffix when they carry the
+    ``DICM`` preamble; this suffix test does not open the file, so it says ``False`` for those.
+    """
+    return _suffix(Path(path)) in SUPPORTED_SUFFIXES
+
+
+def load_slices(
+    path: str | os.PathLike[str], *, options: LoadOptions = DEFAULT_OPTIONS
+) -> list[np.ndarray]:
+    """Load every image slice a file holds, resized and normalised.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A PNG, JPEG, TIFF, BMP, DICOM (``.dcm`` or any name with the ``DICM`` preamble) or NIfTI
+        (``.nii``, ``.nii.gz``) file.
+    options : LoadOptions
+        Working size, percentile clipping and NIfTI slicing axis.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        float32 arrays of shape ``(n, n)`` with values in [0, 1], minimum 0 and maximum 1. One for
+        a 2D image; one per non-constant slice for a NIfTI volume, a multi-frame DICOM or a
+        multi-page TIFF (constant slices, e.g. blank slices at a volume's edges, are skipped).
+        Colour is converted to luminance ``Y = 0.299 R + 0.587 G + 0.114 B``; the image is resized
+        (antialiased bilinear, aspect ratio not preserved) and then normalised per image,
+        ``x' = (clip(x, lo, hi) - lo) / (hi - lo)``, with ``lo, hi`` its minimum and maximum or
+        its ``options.percentile`` percentiles.
+
+    Raises
+    ------
+    ImageLoadError
+        The file is missing, empty, not a supported image, corrupt or truncated, undecodable
+        (e.g. compressed DICOM without the needed plugin), holds NaN/inf values, is smaller than
+        ``n`` in a dimension, or has no non-constant slice.
+    """
+    path = Path(path)
+    _check_file(path)
+    slices = _decode(path, options)
+    for image in slices:
+        _check_values(path, image)
+        _check_size(path, image.shape, options.size)
+    varying = [image for image in slices if not _is_constant(image)]
+    if not varying:
+        what = "the image is" if len(slices) == 1 else f"all {len(slices)} slices are"
+        raise ImageLoadError(path, f"{what} constant (a single value), so it cannot be normalised")
+    return [_resize_normalise(path, image, options) for image in varying]
+
+
+def load_image(path: str | os.PathLike[str], *, options: LoadOptions = DEFAULT_OPTIONS) -> np.ndarray:
+    """Load a file that holds exactly one image slice; see :func:`load_slices` for the steps.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of shape ``(n, n)`` with values in [0, 1].
+
+    Raises
+    ------
+    ImageLoadError
+        As :func:`load_slices`, and when the file holds more than one non-constant slice.
+    """
+    slices = load_slices(path, options=options)
+    if len(slices) != 1:
+        raise ImageLoadError(
+            path, f"holds {len(slices)} slices, expected one; use load_slices for volumes"
+        )
+    return slices[0]
+
+
+# --- dispatch and checks --------------------------------------------------------------------------
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise ImageLoadError(path, "file not found")
+    if not path.is_file():
+        raise ImageLoadError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise ImageLoadError(path, "file is empty")
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(132)[128:] == b"DICM"
+
+
+def _decode(path: Path, options: LoadOptions) -> list[np.ndarray]:
+    suffix = _suffix(path)
+    reader: Callable[[Path, LoadOptions], list[np.ndarray]]
+    if suffix in _PILLOW_SUFFIXES:
+        reader = _read_pillow
+    elif suffix in _DICOM_SUFFIXES or _has_dicom_preamble(path):
+        reader = _read_dicom
+    elif suffix in _NIFTI_SUFFIXES:
+        reader = _read_nifti
+    else:
+        supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
+        raise ImageLoadError(
+            path, f"unsupported file type {suffix or '(no suffix)'!r}; supported: {supported}"
+        )
+    return reader(path, options)
+
+
+def _check_values(path: Path, image: np.ndarray) -> None:
+    if image.dtype.kind not in "biuf":
+        raise ImageLoadError(path, f"unsupported pixel type {image.dtype}")
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        raise ImageLoadError(path, "contains NaN or infinite values")
+
+
+def _check_size(path: Path, shape: tuple[int, ...], size: int) -> None:
+    if len(shape) != 2:
+        raise ImageLoadError(path, f"expected a 2D image, got an array of shape {shape}")
+    height, width = shape
+    if height < size or width < size:
+        raise ImageLoadError(
+            path, f"image is {width}x{height} pixels, smaller than the working size {size}x{size}"
+        )
+
+
+def _is_constant(image: np.ndarray) -> bool:
+    return bool(image.min() == image.max())
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma of the first three channels (alpha, if any, is ignored)."""
+    return rgb[..., :3] @ _BT601
+
+
+# --- resize and normalise -------------------------------------------------------------------------
+
+
+def _resize_normalise(path: Path, image: np.ndarray, options: LoadOptions) -> np.ndarray:
+    # Scale to [0, 1] in float64 first: float32 (which Pillow resizes) then keeps full precision
+    # even for 32-bit or offset data (e.g. values near 1e6 that differ by 1).
+    lo, hi = float(image.min()), float(image.max())
+    unit = ((image - lo) / (hi - lo)).astype(np.float32)
+    n = options.size
+    if unit.shape != (n, n):
+        # Pillow widens the bilinear kernel when downscaling, so this resize is antialiased.
+        unit = np.asarray(Image.fromarray(unit).resize((n, n), Image.Resampling.BILINEAR))
+    return _normalise(path, unit, options.percentile)
+
+
+def _normalise(path: Path, image: np.ndarray, percentile: tuple[float, float] | None) -> np.ndarray:
+    if percentile is None:
+        lo, hi = image.min(), image.max()
+    else:
+        lo, hi = np.percentile(image, percentile).astype(np.float32)
+        image = np.clip(image, lo, hi)
+    if not hi > lo:
+        raise ImageLoadError(
+            path, f"image is constant between its {percentile} percentiles; widen the percentiles"
+        )
+    return ((image - lo) / (hi - lo)).astype(np.float32)
+
+
+# --- Pillow: PNG, JPEG, TIFF, BMP -----------------------------------------------------------------
+
+
+def _read_pillow(path: Path, options: LoadOptions) -> list[np.ndarray]:
+    # A truncated file must fail rather than come back grey-padded; Pillow only pads when this
+    # global flag is set, so refuse to run under it instead of silently changing it for others.
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True; medveil needs it False")
+    try:
+        with Image.open(path) as im:
+            if im.format == "JPEG":
+                return [_jpeg_array(path, im, options.size)]
+            frames = range(im.n_frames) if im.format == "TIFF" else range(1)
+            return [_pillow_frame(im, i) for i in frames]
+    except ImageLoadError:
+        raise
+    except _PILLOW_ERRORS as exc:
+        raise ImageLoadError(path, f"cannot read the image ({exc})") from exc
+
+
+def _jpeg_array(path: Path, im: Image.Image, size: int) -> np.ndarray:
+    # The size check must see the stored size: draft() below shrinks the image.
+    _check_size(path, (im.height, im.width), size)
+    # DCT-domain downscale by 1/2, 1/4 or 1/8 while staying >= size (much faster to decode); for
+    # YCbCr JPEGs requesting 'L' returns the Y channel, which is the BT.601 luma of the RGB.
+    im.draft("L", (size, size))
+    return _pillow_frame(im, 0)
+
+
+def _pillow_frame(im: Image.Image, index: int) -> np.ndarray:
+    im.seek(index)
+    im.load()  # full decode now, so truncation raises here
+    mode = im.mode
+    if mode in ("1", "L", "I", "F") or mode.startswith("I;16"):
+        return np.asarray(im)
+    if mode == "LA":
+        return np.asarray(im)[..., 0]
+    if mode not in ("RGB", "RGBA", "RGBX"):  # palette, CMYK, YCbCr, ...
+        im = im.convert("RGB")
+    return _luminance(np.asarray(im))
+
+
+# --- DICOM ----------------------------------------------------------------------------------------
+
+
+def _read_dicom(path: Path, options: LoadOptions) -> list[np.ndarray]:
+    del options  # DICOM needs no option before the common steps
+    try:
+        # force=True: many valid DICOM files lack the 128-byte preamble.
+        ds = pydicom.dcmread(path, force=True)
+    except _DICOM_ERRORS as exc:
+        raise ImageLoadError(path, f"cannot read as DICOM ({exc})") from exc
+    if not any(key in ds for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise ImageLoadError(path, "DICOM file has no pixel data (or is not a DICOM file)")
+    _require_decoder(path, ds)
+    try:
+        pixels = _dicom_grayscale(ds)
+    except _DICOM_ERRORS as exc:
+        raise ImageLoadError(path, f"cannot decode the DICOM pixel data ({exc})") from exc
+    frames = int(ds.get("NumberOfFrames") or 1)
+    return list(pixels) if frames > 1 else [pixels]
+
+
+def _require_decoder(path: Path, ds: pydicom.Dataset) -> None:
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if syntax is None or not syntax.is_compressed:
+        return
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        raise ImageLoadError(
+            path, f"pixel data is compressed as {syntax.name}, which pydicom cannot decode"
+        ) from None
+    if not decoder.is_available:
+        plugins = "; ".join(decoder.missing_dependencies)
+        raise ImageLoadError(
+            path,
+            f"pixel data is compressed as {syntax.name} and no installed pydicom plugin can decode"
+            f" it; install one of these plugins: {plugins}",
+        )
+
+
+def _dicom_grayscale(ds: pydicom.Dataset) -> np.ndarray:
+    """Decoded frames as displayed: modality LUT, then VOI LUT/window, MONOCHROME1 inverted."""
+    pixels = ds.pixel_array  # pydicom 3 converts YBR colour to RGB here
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric == "PALETTE COLOR":
+        return _luminance(apply_color_lut(pixels, ds))
+    if not photometric.startswith("MONOCHROME"):
+        return _luminance(pixels)
+    values = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
+    # MONOCHROME1 shows low values bright. Negating is enough: normalisation is per image.
+    return -values if photometric == "MONOCHROME1" else values
+
+
+# --- NIfTI ----------------------------------------------------------------------------------------
+
+
+def _read_nifti(path: Path, options: LoadOptions) -> list[np.ndarray]:
+    try:
+        image = nib.load(path)
+        volume = np.asanyarray(image.dataobj)  # applies scl_slope / scl_inter
+    except _NIFTI_ERRORS as exc:
+        raise ImageLoadError(path, f"cannot read as NIfTI ({exc})") from exc
+    if volume.ndim == 4 and volume.shape[3] == 1:
+        volume = volume[..., 0]
+    if volume.ndim == 3 and 1 in volume.shape:
+        volume = volume.squeeze()  # a single slice stored as a volume
+    if volume.ndim == 2:
+        return [volume]
+    if volume.ndim != 3:
+        raise ImageLoadError(
+            path,
+            f"NIfTI data of shape {volume.shape} is not a 2D image or a 3D volume"
+            " (a 4th dimension is accepted only with length 1)",
+        )
+    # Reorient to closest-canonical RAS+ so that nifti_axis means the same anatomical axis
+    # whatever the storage order of the file.
+    volume = apply_orientation(volume, io_orientation(image.affine))
+    axis = options.nifti_axis
+    return [np.take(volume, i, axis=axis) for i in range(volume.shape[axis])]

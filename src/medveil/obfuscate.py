@@ -1,0 +1,294 @@
+"""Obfuscate a dataset folder into a store, streaming in shards with bounded memory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import medveil
+from medveil.errors import ImageLoadError, StoreError
+from medveil.keys import Key, ensure_not_in_output
+from medveil.layout import DatasetIndex, Item, scan_dataset
+from medveil.loading import LoadOptions, load_slices
+from medveil.obfuscator import Obfuscator
+from medveil.store import STORE_FORMAT, STORE_VERSION, ShardRecord, StoreWriter, atomic_write_json
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str
+    problem: str
+
+
+@dataclass
+class ObfuscationResult:
+    """What :func:`obfuscate_dataset` did."""
+
+    store: Path
+    images: dict[str, int]
+    files: int
+    skipped: list[SkippedFile] = field(default_factory=list)
+    resumed_shards: int = 0
+    already_complete: bool = False
+    seconds: float = 0.0
+    skipped_report: Path | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        return sum(self.images.values()) / self.seconds if self.seconds > 0 else float("nan")
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{split}: {n}" for split, n in self.images.items())
+        text = f"{sum(self.images.values())} images ({parts}) from {self.files} files -> {self.store}"
+        if self.already_complete:
+            return text + " (already complete; nothing to do)"
+        text += f" in {self.seconds:.1f} s ({self.images_per_second:.0f} images/s)"
+        if self.resumed_shards:
+            text += f", resumed after {self.resumed_shards} finished shard(s)"
+        if self.skipped:
+            text += f", {len(self.skipped)} bad file(s) skipped, listed in {self.skipped_report}"
+        return text
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but no CUDA device is available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    return torch.device(device)
+
+
+def _plan(
+    index: DatasetIndex, key: Key, options: LoadOptions, files_per_shard: int,
+    keep_names: bool, skip_bad: bool,
+) -> dict[str, object]:
+    """What identifies a run: a rerun with an equal plan resumes, a different one starts clean."""
+    listing = hashlib.sha256()
+    for split, items in index.splits.items():
+        for item in items:
+            stat = (index.root / item.path).stat()
+            listing.update(f"{split}\0{item.path}\0{item.label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return {
+        "format_version": STORE_VERSION,
+        "files": listing.hexdigest(),
+        "classes": list(index.classes),
+        "key_fingerprint": key.fingerprint,
+        "load": asdict(options),
+        "files_per_shard": files_per_shard,
+        "keep_names": keep_names,
+        "skip_bad": skip_bad,
+    }
+
+
+def _load(root: Path, item: Item, options: LoadOptions) -> list[np.ndarray] | ImageLoadError:
+    try:
+        return load_slices(root / item.path, options=options)
+    except ImageLoadError as exc:
+        exc.path = str(item.path)
+        exc.args = (f"{item.path}: {exc.problem}",)
+        return exc
+
+
+def _shards(items: list[Item], size: int) -> Iterator[tuple[int, list[Item]]]:
+    for index, start in enumerate(range(0, len(items), size)):
+        yield index, items[start : start + size]
+
+
+def obfuscate_dataset(
+    source: str | Path,
+    *,
+    key: Key,
+    output: str | Path,
+    options: LoadOptions | None = None,
+    files_per_shard: int = 512,
+    batch_size: int = 128,
+    workers: int = 2,
+    device: str = "auto",
+    skip_bad: bool = False,
+    keep_names: bool = False,
+    overwrite: bool = False,
+    noise_seed: int | None = None,
+    progress: Progress | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> ObfuscationResult:
+    """Obfuscate every image of a Kaggle-layout folder into a store at ``output``.
+
+    Files are decoded by ``workers`` threads one shard ahead of the transform, so at most two
+    shards of images are in memory whatever the dataset size. A bad file stops the run with an
+    :class:`ImageLoadError` naming it (the finished shards are kept for a rerun), or with
+    ``skip_bad`` is left out and listed in ``<output>.skipped.json`` beside the store (outside
+    it, since it names source files).
+    """
+    started = time.perf_counter()
+    output = Path(output).expanduser()
+    options = options or LoadOptions(size=key.params.size)
+    if options.size != key.params.size:
+        raise ValueError(f"load size {options.size} differs from the key's size {key.params.size}")
+    if files_per_shard < 1 or batch_size < 1 or workers < 1:
+        raise ValueError("files_per_shard, batch_size and workers must be positive")
+    index = scan_dataset(source)
+    obfuscator = Obfuscator(key, noise_seed=noise_seed)
+    dev = resolve_device(device)
+    plan = _plan(index, key, options, files_per_shard, keep_names, skip_bad)
+    writer = StoreWriter(output, plan=plan, overwrite=overwrite)
+    if on_start is not None:
+        on_start(len(index))
+    if writer.complete:
+        manifest = json.loads((output / "manifest.json").read_text())
+        images = {s: v["count"] for s, v in manifest["splits"].items()}
+        return ObfuscationResult(store=output, images=images, files=len(index), already_complete=True)
+
+    records: dict[str, list[ShardRecord]] = {}
+    skipped: list[SkippedFile] = []
+    resumed = 0
+    work = [
+        (split, shard, chunk)
+        for split, items in index.splits.items()
+        for shard, chunk in _shards(items, files_per_shard)
+    ]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="medveil-load") as pool:
+        pending: list[Future] | None = None
+        todo = []
+        for split, shard, chunk in work:
+            record = writer.shard_record(split, shard)
+            if record is not None:
+                records.setdefault(split, []).append(record)
+                resumed += 1
+                if progress:
+                    progress(len(chunk))
+            else:
+                todo.append((split, shard, chunk))
+        for position, (split, shard, chunk) in enumerate(todo):
+            if pending is None:
+                pending = [pool.submit(_load, index.root, item, options) for item in chunk]
+            loaded = [f.result() for f in pending]
+            # Decode the next shard while this one is transformed and written.
+            nxt = todo[position + 1][2] if position + 1 < len(todo) else None
+            pending = None if nxt is None else [pool.submit(_load, index.root, i, options) for i in nxt]
+            arrays, labels, names, bad = [], [], [], []
+            for item, result in zip(chunk, loaded):
+                if isinstance(result, ImageLoadError):
+                    if not skip_bad:
+                        if pending:
+                            for f in pending:
+                                f.cancel()
+                        raise result
+                    bad.append(SkippedFile(path=str(item.path), problem=result.problem))
+                    continue
+                arrays.extend(result)
+                labels.extend([item.label] * len(result))
+                if keep_names:
+                    names.extend(
+                        [str(item.path)] if len(result) == 1
+                        else [f"{item.path}#{i}" for i in range(len(result))]
+                    )
+            outputs = _transform(obfuscator, arrays, batch_size=batch_size, device=dev, shape=key.params.out_shape)
+            record = writer.write_shard(
+                split=split, index=shard, images=outputs, labels=np.asarray(labels, np.int64),
+                classes=index.classes, skipped=len(bad), names=names if keep_names else None,
+            )
+            records.setdefault(split, []).append(record)
+            skipped.extend(bad)
+            if progress:
+                progress(len(chunk))
+    report = None
+    if skipped or any(r.skipped for rs in records.values() for r in rs):
+        report = _write_skipped_report(output, skipped, records)
+    _finalize(writer, index, key, records, keep_names=keep_names, options=options)
+    images = {split: sum(r.count for r in rs) for split, rs in records.items()}
+    if sum(images.values()) == 0:
+        raise StoreError(f"{index.root}: no image could be loaded (all files were bad)")
+    return ObfuscationResult(
+        store=output, images=images, files=len(index), skipped=skipped, resumed_shards=resumed,
+        seconds=time.perf_counter() - started, skipped_report=report,
+    )
+
+
+def _transform(
+    obfuscator: Obfuscator, arrays: list[np.ndarray], *, batch_size: int, device: torch.device,
+    shape: tuple[int, int],
+) -> np.ndarray:
+    out = np.empty((len(arrays), *shape), dtype=np.float32)
+    for lo in range(0, len(arrays), batch_size):
+        batch = torch.from_numpy(np.stack(arrays[lo : lo + batch_size])).to(device)
+        out[lo : lo + len(batch)] = obfuscator.obfuscate(batch).float().cpu().numpy()
+    return out
+
+
+def _write_skipped_report(
+    output: Path, skipped: list[SkippedFile], records: dict[str, list[ShardRecord]]
+) -> Path:
+    report = output.with_name(output.name + ".skipped.json")
+    resumed_skips = sum(r.skipped for rs in records.values() for r in rs) - len(skipped)
+    atomic_write_json(
+        report,
+        {
+            "store": output.name,
+            "skipped": [asdict(s) for s in skipped],
+            "skipped_in_resumed_shards": resumed_skips,
+        },
+    )
+    return report
+
+
+def _finalize(
+    writer: StoreWriter, index: DatasetIndex, key: Key, records: dict[str, list[ShardRecord]],
+    *, keep_names: bool, options: LoadOptions,
+) -> None:
+    splits = {}
+    for split, recs in records.items():
+        recs = sorted(recs, key=lambda r: r.index)
+        per_class = {c: sum(r.per_class[c] for r in recs) for c in index.classes}
+        shards = []
+        for r in recs:
+            stem = f"{r.index:05d}"
+            entry = {
+                "images": f"{split}/images-{stem}.npy",
+                "labels": f"{split}/labels-{stem}.npy",
+                "count": r.count,
+            }
+            if keep_names:
+                entry["names"] = f"{split}/names-{stem}.json"
+            shards.append(entry)
+        splits[split] = {
+            "count": sum(r.count for r in recs),
+            "per_class": per_class,
+            "skipped": sum(r.skipped for r in recs),
+            "shards": shards,
+        }
+    writer.finalize(
+        {
+            "format": STORE_FORMAT,
+            "format_version": STORE_VERSION,
+            "medveil_version": medveil.__version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "preset": str(key.params.preset),
+            "params": key.params.to_dict(),
+            "key_fingerprint": key.fingerprint,
+            "classes": list(index.classes),
+            "shape": list(key.params.out_shape),
+            "dtype": "float32",
+            "layout": index.layout,
+            "load": asdict(options),
+            "keep_names": keep_names,
+            "splits": splits,
+        }
+    )
+
+
+def check_key_location(key_path: Path, output: Path) -> None:
+    """Refuse a key file that lies inside the output folder."""
+    ensure_not_in_output(key_path, output)

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+def smooth_images(count: int, size: int, *, seed: int = 0) -> np.ndarray:
+    """Images in [0, 1] made of Gaussian blobs: a decaying singular spectrum like real scans."""
+    rng = np.random.default_rng(seed)
+    grid = np.linspace(-1, 1, size)
+    yy, xx = np.meshgrid(grid, grid, indexing="ij")
+    out = np.zeros((count, size, size))
+    for i in range(count):
+        for _ in range(6):
+            cy, cx = rng.uniform(-0.7, 0.7, 2)
+            sy, sx = rng.uniform(0.1, 0.5, 2)
+            out[i] += rng.uniform(0.2, 1) * np.exp(-((yy - cy) ** 2 / sy**2 + (xx - cx) ** 2 / sx**2))
+        out[i] += 0.05 * rng.standard_normal((size, size))
+        out[i] -= out[i].min()
+        out[i] /= out[i].max()
+    return out.astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def images32() -> np.ndarray:
+    return smooth_images(24, 32)
+
+
+@pytest.fixture(scope="session")
+def images64() -> np.ndarray:
+    return smooth_images(24, 64, seed=1)

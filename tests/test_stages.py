@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from medveil.stages import (
+    NoiseSource,
+    Solver,
+    add_noise,
+    dequantize,
+    project,
+    quantize,
+    truncated_svd,
+)
+
+from conftest import smooth_images
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    batch=st.integers(1, 4),
+    n=st.integers(4, 24),
+    rank=st.integers(1, 4),
+    solver=st.sampled_from(list(Solver)),
+    seed=st.integers(0, 10_000),
+)
+def test_truncation_shapes_rank_and_sign_rule(batch, n, rank, solver, seed):
+    x = torch.as_tensor(np.random.default_rng(seed).random((batch, n, n)), dtype=torch.float64)
+    t = truncated_svd(x, rank, solver=solver)
+    assert t.factor.shape == (batch, n, rank) and t.basis.shape == (batch, n, rank)
+    np.testing.assert_allclose(t.basis.mT @ t.basis, np.broadcast_to(np.eye(rank), (batch, rank, rank)), atol=1e-6)
+    assert int(torch.linalg.matrix_rank(t.approximation()).max()) <= rank
+    idx = t.factor.abs().argmax(dim=1, keepdim=True)
+    assert bool((torch.gather(t.factor, 1, idx) >= 0).all())
+    assert bool((t.singular_values[:, :-1] >= t.singular_values[:, 1:] - 1e-9).all())
+
+
+def test_subspace_solver_matches_exact_svd_on_image_like_data():
+    x = torch.from_numpy(smooth_images(8, 64, seed=3))
+    exact = truncated_svd(x.double(), 16, solver="exact")
+    fast = truncated_svd(x, 16, solver="subspace")
+    # Near-optimal residual (the randomized-SVD criterion): ||X - X_k^fast|| <= 1.01 ||X - X_k||.
+    residual_fast = (x.double() - fast.approximation().double()).norm(dim=(1, 2))
+    residual_exact = (x.double() - exact.approximation()).norm(dim=(1, 2))
+    assert float((residual_fast / residual_exact).max()) < 1.01
+    # Leading factors agree column by column, signs included (the deterministic sign rule).
+    lead = (fast.factor[..., :4].double() - exact.factor[..., :4]).norm(dim=1) / exact.factor[..., :4].norm(dim=1)
+    assert float(lead.max()) < 1e-3
+
+
+def test_truncation_does_not_depend_on_the_batch():
+    x = torch.from_numpy(smooth_images(6, 48, seed=4))
+    whole = truncated_svd(x, 8).factor
+    parts = torch.cat([truncated_svd(x[i : i + 1], 8).factor for i in range(len(x))])
+    torch.testing.assert_close(whole, parts, atol=1e-5, rtol=1e-5)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    z=arrays(np.float64, st.tuples(st.integers(1, 3), st.integers(1, 8), st.integers(1, 4)),
+             elements=st.floats(-1e6, 1e6)),
+    bits=st.integers(1, 16),
+    clip=st.floats(1e-3, 1e3),
+)
+def test_quantization_codes_stay_in_range_and_error_is_bounded(z, bits, clip):
+    zt = torch.from_numpy(z)
+    codes = quantize(zt, bits=bits, clip=clip)
+    assert codes.dtype == torch.int32
+    assert int(codes.min()) >= 0 and int(codes.max()) <= (1 << bits) - 1
+    back = dequantize(codes, bits=bits, clip=clip, dtype=torch.float64)
+    step = 2 * clip / ((1 << bits) - 1)
+    inside = zt.abs() <= clip
+    err = (back - zt)[inside].abs()
+    if err.numel():
+        assert float(err.max()) <= step / 2 + 1e-9 * clip
+    assert float(back.abs().max()) <= clip * (1 + 1e-12)
+
+
+def test_pinned_noise_is_independent_of_batch_size_and_fresh_noise_is_not_repeated():
+    z = torch.zeros(6, 10, 3)
+    a = NoiseSource(seed=7)
+    whole = add_noise(z, std=0.5, source=a)
+    b = NoiseSource(seed=7)
+    parts = torch.cat([add_noise(z[:2], std=0.5, source=b), add_noise(z[2:], std=0.5, source=b)])
+    torch.testing.assert_close(whole, parts)
+    fresh1 = add_noise(z, std=0.5, source=NoiseSource())
+    fresh2 = add_noise(z, std=0.5, source=NoiseSource())
+    assert not torch.allclose(fresh1, fresh2)
+    big = add_noise(torch.zeros(4, 100, 100), std=0.5, source=NoiseSource())
+    assert abs(float(big.std()) - 0.5) < 0.01
+
+
+def test_projection_by_an_orthogonal_matrix_keeps_the_norm():
+    q, _ = torch.linalg.qr(torch.randn(16, 16, dtype=torch.float64))
+    r = torch.randn(4, 16, dtype=torch.float64) / 2
+    z = torch.randn(3, 16, 4, dtype=torch.float64)
+    y = project(z, left=q, right=None)
+    torch.testing.assert_close(y.norm(dim=(1, 2)), z.norm(dim=(1, 2)))
+    torch.testing.assert_close(project(z, left=q, right=r), q @ z @ r)
+    assert project(z, left=None, right=None) is z
