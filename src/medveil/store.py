@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from medveil.errors import StoreError
+from medveil.layout import SPLIT_ORDER
 
 STORE_FORMAT = "medveil-store"
 STORE_VERSION = 1
@@ -270,7 +271,7 @@ class ObfuscatedStore:
 
     @property
     def splits(self) -> tuple[str, ...]:
-        return tuple(self.manifest["splits"])
+        return tuple(sorted(self.manifest["splits"], key=SPLIT_ORDER.index))
 
     @property
     def key_fingerprint(self) -> str:

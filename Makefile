@@ -1,0 +1,24 @@
+# Quick start: `make demo` runs the main job on embedded data; `make test` runs the test suite.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	bash scripts/demo.sh
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/python -m pip install -q ruff && $(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf demo-run .pytest_cache .hypothesis

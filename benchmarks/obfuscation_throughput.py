@@ -1,0 +1,228 @@
+"""Obfuscation throughput: naive per-image NumPy loop vs medveil's batched transform, end to end.
+
+Usage::
+
+    .venv/bin/python benchmarks/obfuscation_throughput.py [DATASET_DIR] [--images 1024]
+        [--rss 2000,20000] [--workdir /tmp/medveil-bench] [--json out.json]
+
+Measures, in one run on one machine:
+
+1. the naive loop: per image ``numpy.linalg.svd`` then the same stages (quantize, noise,
+   projection), at n = 224, k = 32, on all cores (BLAS threads);
+2. medveil's batched transform with the ``subspace`` and ``exact`` solvers, and the accuracy of
+   the ``subspace`` solver against the exact SVD;
+3. the end-to-end ``obfuscate`` of a folder of 224 x 224 JPEGs (decode, resize, transform,
+   write), made from DATASET_DIR's images (re-encoded, in the work folder, never in the
+   repository) or from the embedded synthetic set when no dataset is given; and, when a dataset is
+   given, of its original files;
+4. peak RSS of ``medveil obfuscate`` in a child process for folders of 2k and 20k images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from medveil.keys import generate_key
+from medveil.layout import scan_dataset
+from medveil.loading import LoadOptions, load_slices
+from medveil.obfuscate import obfuscate_dataset
+from medveil.obfuscator import Obfuscator
+from medveil.stages import truncated_svd
+
+N, K = 224, 32
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return f"{os.cpu_count()} cores, {cpu}; GPU: {gpu}; torch {torch.__version__}"
+
+
+def load_images(dataset: Path | None, count: int) -> np.ndarray:
+    if dataset is None:
+        from medveil.synthetic import make_dataset
+
+        images, _ = make_dataset("brain-mri", per_class=(count + 3) // 4, size=N, seed=0)
+        return images[:count]
+    index = scan_dataset(dataset)
+    items = [i for items in index.splits.values() for i in items]
+    pick = np.random.default_rng(0).choice(len(items), size=min(count, len(items)), replace=False)
+    opts = LoadOptions(size=N)
+    return np.stack([load_slices(index.root / items[i].path, options=opts)[0] for i in pick])
+
+
+def naive_loop(images: np.ndarray, key, obfuscator: Obfuscator) -> float:
+    """Seconds per image of the textbook implementation: one image at a time, full LAPACK SVD."""
+    cal = key.calibration
+    left, right = key.left_matrix(), key.right_matrix()
+    rng = np.random.default_rng()
+    levels = (1 << key.params.bits) - 1
+    start = time.perf_counter()
+    for x in images:
+        u, s, _ = np.linalg.svd(x.astype(np.float64))
+        z = u[:, :K] * s[:K]
+        idx = np.abs(z).argmax(axis=0)
+        z = z * np.sign(z[idx, np.arange(K)])
+        q = np.round((np.clip(z, -cal.clip, cal.clip) + cal.clip) * levels / (2 * cal.clip))
+        zq = q * 2 * cal.clip / levels - cal.clip
+        zn = zq + rng.normal(0, key.params.noise * cal.clip, zq.shape)
+        y = (left @ zn @ right - cal.mean) / cal.std
+    assert y.shape == (N, N)
+    return (time.perf_counter() - start) / len(images)
+
+
+def batched(images: np.ndarray, obfuscator: Obfuscator, device: str, repeats: int = 3) -> float:
+    x = torch.from_numpy(images).to(device)
+    obfuscator.obfuscate(x[:64])
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for lo in range(0, len(x), 256):
+            obfuscator.obfuscate(x[lo : lo + 256])
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / (repeats * len(images))
+
+
+def accuracy(images: np.ndarray) -> dict[str, float]:
+    """Subspace solver against the exact SVD (float64) on the same images."""
+    x = torch.from_numpy(images)
+    exact = truncated_svd(x.double(), K, solver="exact")
+    fast = truncated_svd(x, K, solver="subspace")
+    xd = x.double()
+    res_ratio = (xd - fast.approximation().double()).norm(dim=(1, 2)) / (
+        xd - exact.approximation()
+    ).norm(dim=(1, 2))
+    approx = (fast.approximation().double() - exact.approximation()).norm(dim=(1, 2)) / (
+        exact.approximation().norm(dim=(1, 2))
+    )
+    col = (fast.factor.double() - exact.factor).norm(dim=1) / exact.factor.norm(dim=1)
+    return {
+        "residual_ratio_median": float(res_ratio.median()),
+        "residual_ratio_max": float(res_ratio.max()),
+        "approximation_relerr_median": float(approx.median()),
+        "approximation_relerr_max": float(approx.max()),
+        "factor_column_relerr_median": float(col.median()),
+        "factor_first8_columns_relerr_max": float(col[:, :8].max()),
+        "factor_last_column_relerr_median": float(col[:, -1].median()),
+    }
+
+
+def write_jpeg_folder(images: np.ndarray, folder: Path, count: int) -> Path:
+    """``count`` 224 x 224 JPEGs in two class folders (cycling through ``images``)."""
+    if folder.exists() and len(list(folder.rglob("*.jpg"))) == count:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    for c in ("a", "b"):
+        (folder / c).mkdir(parents=True)
+    for i in range(count):
+        img = Image.fromarray((images[i % len(images)] * 255).round().astype(np.uint8))
+        img.save(folder / ("a" if i % 2 else "b") / f"{i:06d}.jpg", quality=90)
+    return folder
+
+
+def end_to_end(folder: Path, key, out: Path, device: str) -> dict[str, float]:
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    result = obfuscate_dataset(folder, key=key, output=out, device=device)
+    seconds = time.perf_counter() - start
+    shutil.rmtree(out, ignore_errors=True)
+    n = sum(result.images.values())
+    return {"images": n, "seconds": seconds, "images_per_second": n / seconds}
+
+
+def peak_rss(folder: Path, key_path: Path, out: Path) -> dict[str, float]:
+    """Run the CLI in a child process; its peak RSS from ``getrusage(RUSAGE_CHILDREN)``."""
+    shutil.rmtree(out, ignore_errors=True)
+    code = (
+        "import resource, sys; from medveil.cli import app;"
+        "sys.argv=['medveil','obfuscate',sys.argv[1],'--key',sys.argv[2],'-o',sys.argv[3],'--device','cpu'];"
+        "\ntry: app()\nexcept SystemExit: pass\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(folder), str(key_path), str(out)],
+        capture_output=True, text=True, check=True,
+    )
+    seconds = time.perf_counter() - start
+    shutil.rmtree(out, ignore_errors=True)
+    return {"peak_rss_mib": int(proc.stdout.strip().splitlines()[-1]) / 1024, "seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", nargs="?", type=Path)
+    parser.add_argument("--images", type=int, default=1024)
+    parser.add_argument("--naive-images", type=int, default=256)
+    parser.add_argument("--rss", default="2000,20000", help="folder sizes for the RSS runs ('' to skip)")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/medveil-bench"))
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    report: dict[str, object] = {
+        "machine": machine(),
+        "torch_threads": torch.get_num_threads(),
+        "dataset": str(args.dataset) if args.dataset else "embedded synthetic brain-mri",
+        "n": N, "k": K,
+    }
+    images = load_images(args.dataset, args.images)
+    key = generate_key(preset="multistage", size=N, rank=K).calibrate(images[:256])
+    obf = Obfuscator(key)
+    naive = naive_loop(images[: args.naive_images], key, obf)
+    report["naive_ms_per_image"] = naive * 1e3
+    for device in devices:
+        for solver in ("subspace", "exact"):
+            k = key.with_params(solver=solver)
+            k.calibration = key.calibration
+            per = batched(images, Obfuscator(k), device)
+            report[f"batched_{solver}_{device}_ms_per_image"] = per * 1e3
+            report[f"speedup_{solver}_{device}"] = naive / per
+    report["subspace_accuracy"] = accuracy(images[:256])
+    e2e = {}
+    folder = write_jpeg_folder(images, args.workdir / f"jpeg224-{len(images)}", len(images))
+    for device in devices:
+        e2e[f"jpeg224_{device}"] = end_to_end(folder, key, args.workdir / "store", device)
+    if args.dataset is not None:
+        e2e["original_files_cpu"] = end_to_end(args.dataset, key, args.workdir / "store", "cpu")
+    report["end_to_end"] = e2e
+    sizes = [int(s) for s in args.rss.split(",") if s]
+    if sizes:
+        key_path = key.save(args.workdir / "keys" / "bench.key", overwrite=True)
+        report["rss"] = {
+            str(size): peak_rss(
+                write_jpeg_folder(images, args.workdir / f"jpeg224-{size}", size), key_path,
+                args.workdir / "store-rss",
+            )
+            for size in sizes
+        }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
