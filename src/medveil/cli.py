@@ -105,7 +105,7 @@ def obfuscate(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder (class sub-folders).")],
     key_file: Annotated[Path, typer.Option("--key", help="Key file from `medveil keygen`.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Store folder to write.")],
-    batch_size: Annotated[int, typer.Option(help="Images per transform batch.")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Images per transform batch.")] = 256,
     workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
     files_per_shard: Annotated[int, typer.Option(help="Files per shard.")] = 512,
     device: Annotated[str, typer.Option(help="'cpu', 'cuda' or 'auto'.")] = "auto",

@@ -55,8 +55,15 @@ _MIN_SIZE = 2
 # "this file cannot be decoded" (and not a bug of ours), so they become ImageLoadError.
 _PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 _DICOM_ERRORS = (
-    InvalidDicomError, OSError, EOFError, ValueError, KeyError, AttributeError, TypeError,
-    NotImplementedError, RuntimeError,
+    InvalidDicomError,
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    AttributeError,
+    TypeError,
+    NotImplementedError,
+    RuntimeError,
 )
 _NIFTI_ERRORS = (ImageFileError, OSError, EOFError, ValueError, zlib.error)
 
@@ -160,7 +167,9 @@ def load_slices(
     return [_resize_normalise(path, image, options) for image in varying]
 
 
-def load_image(path: str | os.PathLike[str], *, options: LoadOptions = DEFAULT_OPTIONS) -> np.ndarray:
+def load_image(
+    path: str | os.PathLike[str], *, options: LoadOptions = DEFAULT_OPTIONS
+) -> np.ndarray:
     """Load a file that holds exactly one image slice; see :func:`load_slices` for the steps.
 
     Returns
@@ -208,10 +217,10 @@ def _decode(path: Path, options: LoadOptions) -> list[np.ndarray]:
     reader: Callable[[Path, LoadOptions], list[np.ndarray]]
     if suffix in _PILLOW_SUFFIXES:
         reader = _read_pillow
-    elif suffix in _DICOM_SUFFIXES or _has_dicom_preamble(path):
-        reader = _read_dicom
     elif suffix in _NIFTI_SUFFIXES:
         reader = _read_nifti
+    elif suffix in _DICOM_SUFFIXES or _has_dicom_preamble(path):
+        reader = _read_dicom
     else:
         supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
         raise ImageLoadError(

@@ -6,7 +6,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -114,7 +114,7 @@ def obfuscate_dataset(
     output: str | Path,
     options: LoadOptions | None = None,
     files_per_shard: int = 512,
-    batch_size: int = 128,
+    batch_size: int = 256,
     workers: int = 2,
     device: str = "auto",
     skip_bad: bool = False,
@@ -126,8 +126,8 @@ def obfuscate_dataset(
 ) -> ObfuscationResult:
     """Obfuscate every image of a Kaggle-layout folder into a store at ``output``.
 
-    Files are decoded by ``workers`` threads one shard ahead of the transform, so at most two
-    shards of images are in memory whatever the dataset size. A bad file stops the run with an
+    Files are decoded by ``workers`` threads a shard at a time, so at most one shard of images
+    is in memory whatever the dataset size. A bad file stops the run with an
     :class:`ImageLoadError` naming it (the finished shards are kept for a rerun), or with
     ``skip_bad`` is left out and listed in ``<output>.skipped.json`` beside the store (outside
     it, since it names source files).
@@ -159,32 +159,25 @@ def obfuscate_dataset(
         for split, items in index.splits.items()
         for shard, chunk in _shards(items, files_per_shard)
     ]
+    todo = []
+    for split, shard, chunk in work:
+        record = writer.shard_record(split, shard)
+        if record is None:
+            todo.append((split, shard, chunk))
+            continue
+        records.setdefault(split, []).append(record)
+        resumed += 1
+        if progress:
+            progress(len(chunk))
+    # Decoding and the transform take turns rather than overlap: on a small machine the loader
+    # threads and torch's own threads would otherwise fight over the same cores.
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="medveil-load") as pool:
-        pending: list[Future] | None = None
-        todo = []
-        for split, shard, chunk in work:
-            record = writer.shard_record(split, shard)
-            if record is not None:
-                records.setdefault(split, []).append(record)
-                resumed += 1
-                if progress:
-                    progress(len(chunk))
-            else:
-                todo.append((split, shard, chunk))
-        for position, (split, shard, chunk) in enumerate(todo):
-            if pending is None:
-                pending = [pool.submit(_load, index.root, item, options) for item in chunk]
-            loaded = [f.result() for f in pending]
-            # Decode the next shard while this one is transformed and written.
-            nxt = todo[position + 1][2] if position + 1 < len(todo) else None
-            pending = None if nxt is None else [pool.submit(_load, index.root, i, options) for i in nxt]
+        for split, shard, chunk in todo:
+            loaded = list(pool.map(lambda item: _load(index.root, item, options), chunk))
             arrays, labels, names, bad = [], [], [], []
             for item, result in zip(chunk, loaded):
                 if isinstance(result, ImageLoadError):
                     if not skip_bad:
-                        if pending:
-                            for f in pending:
-                                f.cancel()
                         raise result
                     bad.append(SkippedFile(path=str(item.path), problem=result.problem))
                     continue
@@ -195,7 +188,9 @@ def obfuscate_dataset(
                         [str(item.path)] if len(result) == 1
                         else [f"{item.path}#{i}" for i in range(len(result))]
                     )
-            outputs = _transform(obfuscator, arrays, batch_size=batch_size, device=dev, shape=key.params.out_shape)
+            outputs = _transform(
+                obfuscator, arrays, batch_size=batch_size, device=dev, shape=key.params.out_shape
+            )
             record = writer.write_shard(
                 split=split, index=shard, images=outputs, labels=np.asarray(labels, np.int64),
                 classes=index.classes, skipped=len(bad), names=names if keep_names else None,
