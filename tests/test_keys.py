@@ -119,3 +119,11 @@ def test_projection_matrices_are_orthogonal_and_gaussian():
     g = keyed_gaussian(secret, "right", 32, 2000)
     assert g.shape == (32, 2000)
     assert abs(g.var() * 32 - 1) < 0.03 and abs(g.mean()) < 0.01
+
+
+def test_block_left_projection_is_block_diagonal_and_orthogonal():
+    key = generate_key(size=40, rank=4, left="block", block_size=16)
+    r = key.left_matrix()
+    np.testing.assert_allclose(r @ r.T, np.eye(40), atol=1e-10)
+    assert np.all(r[:16, 16:] == 0) and np.all(r[32:, :32] == 0)
+    assert np.abs(r[:16, :16]).min() > 0

@@ -66,7 +66,8 @@ def keygen(
     rank: Annotated[int, typer.Option(help="Rank k kept by the SVD truncation.")] = 32,
     bits: Annotated[Optional[int], typer.Option(help="Quantization bits b (multistage).")] = None,
     noise: Annotated[Optional[float], typer.Option(help="Noise level eta (multistage).")] = None,
-    left: Annotated[Optional[str], typer.Option(help="'orthogonal' or 'none'.")] = None,
+    left: Annotated[Optional[str], typer.Option(help="'orthogonal', 'block' or 'none'.")] = None,
+    block_size: Annotated[Optional[int], typer.Option(help="Rows per block of a block left projection.")] = None,
     right: Annotated[Optional[str], typer.Option(help="'gaussian' or 'none'.")] = None,
     width: Annotated[Optional[int], typer.Option(help="Columns m of R_R (default n).")] = None,
     calibrate: Annotated[
@@ -83,7 +84,7 @@ def keygen(
     try:
         key = generate_key(
             preset=preset, size=size, rank=rank, bits=bits, noise=noise, left=left, right=right,
-            width=width,
+            width=width, block_size=block_size,
         )
         if key.params.needs_calibration and calibrate is None:
             raise _fail("the multistage preset needs --calibrate DATASET_DIR")

@@ -63,3 +63,17 @@ def keyed_orthogonal(secret: bytes, label: str, n: int) -> np.ndarray:
 def keyed_gaussian(secret: bytes, label: str, rows: int, cols: int) -> np.ndarray:
     """Gaussian ``rows x cols`` matrix with entries N(0, 1/rows) derived from ``(secret, label)``."""
     return keyed_normals(secret, label, (rows, cols)) / np.sqrt(rows)
+
+
+def keyed_block_orthogonal(secret: bytes, label: str, n: int, block: int) -> np.ndarray:
+    """Block-diagonal ``n x n`` orthogonal matrix of independent Haar blocks of size ``block``.
+
+    Block ``i`` is :func:`keyed_orthogonal` with label ``f"{label}/{i}"``; the last block is
+    smaller when ``block`` does not divide ``n``. Mixing only rows within a block keeps the
+    coarse spatial layout that convolutional models rely on.
+    """
+    out = np.zeros((n, n))
+    for i, start in enumerate(range(0, n, block)):
+        size = min(block, n - start)
+        out[start : start + size, start : start + size] = keyed_orthogonal(secret, f"{label}/{i}", size)
+    return out

@@ -19,7 +19,12 @@ from typing import Any
 import numpy as np
 
 from medveil.errors import InvalidKeyError
-from medveil.derive import DERIVATION, keyed_gaussian, keyed_orthogonal
+from medveil.derive import (
+    DERIVATION,
+    keyed_block_orthogonal,
+    keyed_gaussian,
+    keyed_orthogonal,
+)
 from medveil.stages import Solver
 
 KEY_FORMAT = "medveil-key"
@@ -35,6 +40,7 @@ class Preset(StrEnum):
 class LeftProjection(StrEnum):
     NONE = "none"
     ORTHOGONAL = "orthogonal"
+    BLOCK = "block"
 
 
 class RightProjection(StrEnum):
@@ -59,7 +65,11 @@ class SchemeParams:
     noise
         ``eta``: Gaussian noise of standard deviation ``eta * c`` is added (0 switches it off).
     left, right
-        Which keyed projections are applied, ``Y = R_L Z R_R``.
+        Which keyed projections are applied, ``Y = R_L Z R_R``: ``R_L`` dense Haar orthogonal
+        (``orthogonal``), block-diagonal with Haar blocks of ``block_size`` rows (``block``), or
+        none; ``R_R`` Gaussian with N(0, 1/k) entries, or none.
+    block_size
+        Rows per block of a ``block`` left projection.
     width
         ``m``, the number of columns of ``R_R`` (defaults to ``n``).
     clip_percentile
@@ -76,6 +86,7 @@ class SchemeParams:
     left: LeftProjection = LeftProjection.ORTHOGONAL
     right: RightProjection = RightProjection.GAUSSIAN
     width: int | None = None
+    block_size: int = 16
     clip_percentile: float = 99.9
     solver: Solver = Solver.SUBSPACE
 
@@ -94,6 +105,8 @@ class SchemeParams:
             raise InvalidKeyError(f"noise must be a number in [0, 10), got {self.noise!r}")
         if self.width is not None and (not isinstance(self.width, int) or self.width < 1):
             raise InvalidKeyError(f"width must be a positive integer or None, got {self.width!r}")
+        if not isinstance(self.block_size, int) or not 1 <= self.block_size <= self.size:
+            raise InvalidKeyError(f"block_size must be an integer in [1, size], got {self.block_size!r}")
         if not 50.0 <= self.clip_percentile <= 100.0:
             raise InvalidKeyError(f"clip_percentile must be in [50, 100], got {self.clip_percentile!r}")
         if self.preset is Preset.SVD and (
@@ -197,6 +210,8 @@ class Key:
         """``R_L`` (float64, ``n x n`` orthogonal) or ``None`` when the side is off."""
         if self.params.left is LeftProjection.NONE:
             return None
+        if self.params.left is LeftProjection.BLOCK:
+            return keyed_block_orthogonal(self.secret, "left-block", self.params.size, self.params.block_size)
         return keyed_orthogonal(self.secret, "left", self.params.size)
 
     def right_matrix(self) -> np.ndarray | None:

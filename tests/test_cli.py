@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+from typer.testing import CliRunner
+
+from medveil.cli import app
+from medveil.keys import Key
+from medveil.store import ObfuscatedStore
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["keygen"], ["obfuscate"], ["show"], ["info"], ["datasets", "make"]]
+)
+def test_every_command_has_help(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_end_to_end_on_a_small_embedded_set(tmp_path):
+    data, keys, store = tmp_path / "data", tmp_path / "keys", tmp_path / "store"
+    made = runner.invoke(app, ["datasets", "make", "brain-mri", "-o", str(data), "--per-class", "3",
+                               "--size", "64", "--test-fraction", "0.34"])
+    assert made.exit_code == 0, made.output
+    keygen = runner.invoke(app, ["keygen", "--preset", "multistage", "--size", "48", "--rank", "6",
+                                 "--calibrate", str(data), "-o", str(keys / "site.key")])
+    assert keygen.exit_code == 0, keygen.output
+    key = Key.load(keys / "site.key")
+    assert stat.S_IMODE(os.stat(keys / "site.key").st_mode) == 0o600
+    assert key.calibration is not None and key.calibration.images == 12
+
+    run = runner.invoke(app, ["obfuscate", str(data), "--key", str(keys / "site.key"),
+                              "-o", str(store), "--device", "cpu"])
+    assert run.exit_code == 0, run.output
+    opened = ObfuscatedStore(store)
+    assert opened.splits == ("train", "test") and opened.shape == (48, 48)
+    assert sum(opened.manifest["splits"][s]["count"] for s in opened.splits) == 12
+    info = runner.invoke(app, ["info", str(store)])
+    assert info.exit_code == 0 and "glioma" in info.output and key.fingerprint in info.output
+
+    image = sorted((data / "Training" / "glioma").glob("*.png"))[0]
+    show = runner.invoke(app, ["show", str(image), "--key", str(keys / "site.key"),
+                               "-o", str(tmp_path / "fig" / "stages.png"), "--noise-seed", "0"])
+    assert show.exit_code == 0, show.output
+    assert (tmp_path / "fig" / "stages.png").read_bytes()[:4] == b"\x89PNG"
+
+    # The secret never appears in anything the commands printed or wrote outside the key file.
+    secret = key.secret.hex()
+    for result in (keygen, run, info, show):
+        assert secret not in result.output
+    for path in store.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes()
+
+
+def test_keys_are_refused_inside_outputs(tmp_path):
+    data = tmp_path / "data"
+    runner.invoke(app, ["datasets", "make", "ovary-us", "-o", str(data), "--per-class", "2",
+                        "--size", "48"])
+    store = tmp_path / "store"
+    keygen = runner.invoke(app, ["keygen", "--preset", "svd", "--size", "32", "--rank", "4",
+                                 "-o", str(tmp_path / "k.key")])
+    assert keygen.exit_code == 0, keygen.output
+    assert runner.invoke(app, ["obfuscate", str(data), "--key", str(tmp_path / "k.key"),
+                               "-o", str(store), "--device", "cpu"]).exit_code == 0
+    inside = runner.invoke(app, ["keygen", "--preset", "svd", "--size", "32", "--rank", "4",
+                                 "-o", str(store / "k.key")])
+    assert inside.exit_code == 2 and "output folder" in inside.output
+    assert not (store / "k.key").exists()
+    (store / "k2.key").write_text(json.dumps({}))
+    refused = runner.invoke(app, ["obfuscate", str(data), "--key", str(store / "k2.key"),
+                                  "-o", str(store)])
+    assert refused.exit_code == 2 and "inside the output folder" in refused.output
+
+
+def test_errors_are_reported_without_a_traceback(tmp_path):
+    missing = runner.invoke(app, ["obfuscate", str(tmp_path / "nope"), "--key",
+                                  str(tmp_path / "absent.key"), "-o", str(tmp_path / "out")])
+    assert missing.exit_code == 2 and "absent.key" in missing.output
+    needs = runner.invoke(app, ["keygen", "-o", str(tmp_path / "k.key")])
+    assert needs.exit_code == 2 and "--calibrate" in needs.output
