@@ -128,3 +128,11 @@ def test_works_as_a_transform_in_a_dataloader_with_workers(key, images32):
     loader = DataLoader(_Images(same, Obfuscator(key)), batch_size=6, num_workers=2)
     first, second = list(loader)
     assert not torch.allclose(first, second)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_agrees_with_cpu(key, images32):
+    x = torch.from_numpy(images32)
+    cpu = Obfuscator(key, noise_seed=2)(x)
+    gpu = Obfuscator(key, noise_seed=2)(x.cuda()).cpu()
+    assert float((cpu - gpu).abs().median()) < 1e-4
