@@ -21,8 +21,8 @@ for data in brain-mri ovary-us; do
 done
 "$MEDVEIL" info "$OUT/stores/brain-mri-multistage"
 
-example=$(find "$OUT/data/brain-mri/Training/glioma" -name '*.png' | sort | head -n 1)
-"$MEDVEIL" show "$example" --key "$SECRETS/brain-mri-multistage.key" -o "$OUT/figures/brain-mri-stages.png" --noise-seed 0
-example=$(find "$OUT/data/ovary-us/infected" -name '*.png' | sort | head -n 1)
-"$MEDVEIL" show "$example" --key "$SECRETS/ovary-us-multistage.key" -o "$OUT/figures/ovary-us-stages.png" --noise-seed 0
+brain=("$OUT"/data/brain-mri/Training/glioma/*.png)
+"$MEDVEIL" show "${brain[0]}" --key "$SECRETS/brain-mri-multistage.key" -o "$OUT/figures/brain-mri-stages.png" --noise-seed 0
+ovary=("$OUT"/data/ovary-us/infected/*.png)
+"$MEDVEIL" show "${ovary[0]}" --key "$SECRETS/ovary-us-multistage.key" -o "$OUT/figures/ovary-us-stages.png" --noise-seed 0
 echo "demo finished: stores in $OUT/stores, figures in $OUT/figures, keys in $SECRETS (keep them secret)"

@@ -185,7 +185,8 @@ def info(store: Annotated[Path, typer.Argument(help="An obfuscated dataset store
     for name in m["classes"]:
         table.add_column(name, justify="right")
     table.add_column("total", justify="right")
-    for split, data in m["splits"].items():
+    for split in opened.splits:
+        data = m["splits"][split]
         table.add_row(split, *(str(data["per_class"][c]) for c in m["classes"]), str(data["count"]))
     Console().print(table)
     Console().print(json.dumps(m["params"]))

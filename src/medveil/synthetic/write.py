@@ -168,6 +168,10 @@ def write_dataset(
     out.mkdir(parents=True, exist_ok=True)
     # The README goes first, so an interrupted run is recognised and completed by a rerun.
     text = _readme(name, seed=seed, per_class=per_class, size=size, test_fraction=test_fraction)
+    previous = (out / README).read_text(errors="replace") if (out / README).is_file() else None
+    # Same arguments as the run that wrote the folder: its finished files are already right
+    # (written whole, deterministic), so a rerun only completes what is missing.
+    same_run = previous == text
     _write_atomic(out / README, lambda p: p.write_text(text))
 
     plan = _plan(spec.classes, per_class, test_fraction)
@@ -175,23 +179,25 @@ def write_dataset(
     _remove_stale(out, spec.classes, set(paths))
     for folder in {p.parent for p in paths}:
         folder.mkdir(parents=True, exist_ok=True)
-    counts: dict[str, dict[str, int]] = {}
     for start in range(0, len(plan), BATCH):
         batch = plan[start : start + BATCH]
-        images = render_images(
-            name,
-            labels=np.array([label for _, label, _, _ in batch]),
-            indices=np.array([index for _, _, index, _ in batch]),
-            size=size,
-            seed=seed,
-        )
-        pixels = np.rint(images * 255).astype(np.uint8)
         batch_paths = paths[start : start + BATCH]
-        for (folder, label, _, _), path, image in zip(batch, batch_paths, pixels, strict=True):
-            _write_atomic(path, lambda p, im=image: Image.fromarray(im).save(p, format="PNG"))
-            split = folder.split("/")[0] if "/" in folder else "all"
-            per_split = counts.setdefault(split, {})
-            per_split[spec.classes[label]] = per_split.get(spec.classes[label], 0) + 1
+        if not (same_run and all(p.is_file() for p in batch_paths)):
+            images = render_images(
+                name,
+                labels=np.array([label for _, label, _, _ in batch]),
+                indices=np.array([index for _, _, index, _ in batch]),
+                size=size,
+                seed=seed,
+            )
+            pixels = np.rint(images * 255).astype(np.uint8)
+            for path, image in zip(batch_paths, pixels, strict=True):
+                _write_atomic(path, lambda p, im=image: Image.fromarray(im).save(p, format="PNG"))
         if progress is not None:
             progress(len(batch))
+    counts: dict[str, dict[str, int]] = {}
+    for folder, label, _, _ in plan:
+        split = folder.split("/")[0] if "/" in folder else "all"
+        per_split = counts.setdefault(split, {})
+        per_split[spec.classes[label]] = per_split.get(spec.classes[label], 0) + 1
     return WriteResult(path=out, counts=counts)
