@@ -1,0 +1,35 @@
+"""Training and evaluating classifiers on plaintext and obfuscated images.
+
+- :mod:`~medveil.training.models`: ResNet50, MobileNetV2, InceptionV3 (timm) and a small CNN,
+  one input channel, from scratch or from local weights;
+- :mod:`~medveil.training.data`: stores, image folders and arrays as one data source; splits,
+  standardisation, resizing to the model's input, augmentation;
+- :mod:`~medveil.training.train`: the seeded, checkpointed, resumable training loop;
+- :mod:`~medveil.training.evaluate`: test metrics and the key-checked prediction path;
+- :mod:`~medveil.training.sweep`: accuracy against the rank k.
+"""
+
+from medveil.training.data import DataSource, open_data
+from medveil.training.evaluate import EvalResult, Predictions, evaluate, load_run, predict
+from medveil.training.models import MODELS, ModelSpec, create_model
+from medveil.training.sweep import SweepResult, sweep_rank
+from medveil.training.train import ProgressEvent, TrainConfig, TrainResult, train
+
+__all__ = [
+    "MODELS",
+    "DataSource",
+    "EvalResult",
+    "ModelSpec",
+    "Predictions",
+    "ProgressEvent",
+    "SweepResult",
+    "TrainConfig",
+    "TrainResult",
+    "create_model",
+    "evaluate",
+    "load_run",
+    "open_data",
+    "predict",
+    "sweep_rank",
+    "train",
+]

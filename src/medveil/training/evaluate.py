@@ -1,0 +1,417 @@
+"""Evaluation of a trained run on test data, and the hospital-side prediction path.
+
+:func:`evaluate` scores a run's best weights (accuracy, macro-F1, per-class precision and
+recall, one-vs-rest ROC-AUC, confusion matrix). :func:`predict` obfuscates new plaintext images
+with the custodian's key and classifies them; a key other than the one the model was trained
+under is refused, since its arrays would be meaningless to the model.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import nn
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_auroc,
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+    multiclass_precision,
+    multiclass_recall,
+)
+
+from medveil.keys import Key
+from medveil.obfuscate import resolve_device
+from medveil.obfuscator import Obfuscator
+from medveil.store import atomic_write_bytes, atomic_write_json
+from medveil.training.data import (
+    ArrayTable,
+    DataSource,
+    SplitPlan,
+    Standardisation,
+    open_data,
+    to_model_input,
+)
+from medveil.training.models import create_model
+from medveil.training.train import RUN_FORMAT
+
+__all__ = ["EvalResult", "Predictions", "TrainedRun", "evaluate", "load_run", "predict", "scores"]
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A run folder's best model with what is needed to feed it."""
+
+    run_dir: Path
+    info: dict[str, Any]
+    model: nn.Module
+    standardisation: Standardisation
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.info["classes"])
+
+    @property
+    def input_size(self) -> int:
+        return int(self.info["input_size"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.info["data"]["kind"])
+
+    @property
+    def key_fingerprint(self) -> str | None:
+        return self.info["data"].get("key_fingerprint")
+
+    def probabilities(
+        self, arrays: np.ndarray, *, batch_size: int = 64, device: torch.device | None = None
+    ) -> np.ndarray:
+        """Class probabilities ``(B, classes)`` for ``(B, h, w)`` arrays of the run's kind."""
+        device = device or torch.device("cpu")
+        model = self.model.to(device).eval()
+        out = []
+        with torch.no_grad():
+            for lo in range(0, len(arrays), batch_size):
+                x = to_model_input(
+                    arrays[lo : lo + batch_size], size=self.input_size,
+                    standardisation=self.standardisation,
+                )
+                out.append(torch.softmax(model(x.to(device)), dim=1).cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
+
+
+def load_run(run_dir: str | Path) -> TrainedRun:
+    """Open a finished run folder written by :func:`medveil.training.train.train`."""
+    run_dir = Path(run_dir).expanduser()
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise ValueError(f"{run_dir}: not a medveil training run (no run.json)")
+    info = json.loads(path.read_text())
+    if info.get("format") != RUN_FORMAT:
+        raise ValueError(f"{path}: not a medveil run description")
+    if not (run_dir / "best.pt").is_file():
+        raise ValueError(f"{run_dir}: no best.pt; the run has not finished an epoch")
+    model = create_model(
+        info["model"], num_classes=len(info["classes"]), input_size=info["input_size"]
+    )
+    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(best["model"])
+    return TrainedRun(
+        run_dir=run_dir, info=info, model=model.eval(),
+        standardisation=Standardisation(**info["standardisation"]),
+    )
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Scores of a run on one set of examples.
+
+    Per-class arrays follow :attr:`classes`; ``auc`` is NaN for a class without both positive
+    and negative examples. ``confusion[i, j]`` counts examples of class ``i`` predicted as ``j``.
+    """
+
+    classes: tuple[str, ...]
+    count: int
+    accuracy: float
+    macro_f1: float
+    macro_auc: float
+    precision: np.ndarray
+    recall: np.ndarray
+    f1: np.ndarray
+    auc: np.ndarray
+    confusion: np.ndarray
+    data: str
+
+    def summary(self) -> str:
+        lines = [
+            (
+                f"{self.count} examples ({self.data}): accuracy {self.accuracy:.4f}, "
+                f"macro-F1 {self.macro_f1:.4f}, macro ROC-AUC {self.macro_auc:.4f}"
+            ),
+            self.to_frame().to_string(float_format=lambda v: f"{v:.3f}"),
+        ]
+        return "\n".join(lines)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Per-class precision, recall, F1, ROC-AUC and support, one row per class."""
+        return pd.DataFrame(
+            {
+                "precision": self.precision,
+                "recall": self.recall,
+                "f1": self.f1,
+                "roc_auc": self.auc,
+                "support": self.confusion.sum(axis=1),
+            },
+            index=pd.Index(self.classes, name="class"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        def clean(v: float) -> float | None:
+            return None if math.isnan(v) else float(v)
+
+        return {
+            "data": self.data,
+            "count": self.count,
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "macro_roc_auc": clean(self.macro_auc),
+            "classes": list(self.classes),
+            "per_class": {
+                name: {
+                    "precision": float(p), "recall": float(r), "f1": float(f),
+                    "roc_auc": clean(a), "support": int(s),
+                }
+                for name, p, r, f, a, s in zip(
+                    self.classes, self.precision, self.recall, self.f1, self.auc,
+                    self.confusion.sum(axis=1),
+                )
+            },
+            "confusion_matrix": self.confusion.tolist(),
+        }
+
+    def save(self, directory: str | Path) -> dict[str, Path]:
+        """Write ``metrics.json``, ``per_class.csv``, ``confusion.csv`` and ``confusion.png``."""
+        directory = Path(directory).expanduser()
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "json": directory / "metrics.json",
+            "per_class": directory / "per_class.csv",
+            "confusion_csv": directory / "confusion.csv",
+            "confusion_png": directory / "confusion.png",
+        }
+        atomic_write_json(paths["json"], self.to_dict())
+        atomic_write_bytes(paths["per_class"], self.to_frame().to_csv().encode())
+        frame = pd.DataFrame(
+            self.confusion,
+            index=pd.Index(self.classes, name="true"),
+            columns=pd.Index(self.classes, name="predicted"),
+        )
+        atomic_write_bytes(paths["confusion_csv"], frame.to_csv().encode())
+        atomic_write_bytes(paths["confusion_png"], self._confusion_png())
+        return paths
+
+    def _confusion_png(self) -> bytes:
+        # A bare Figure with the Agg canvas: no pyplot, so no global backend state is touched.
+        n = len(self.classes)
+        fig = Figure(figsize=(1.2 * n + 2.5, 1.2 * n + 2))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        rows = self.confusion.sum(axis=1, keepdims=True)
+        share = np.divide(self.confusion, rows, out=np.zeros(self.confusion.shape), where=rows > 0)
+        image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for i in range(n):
+            for j in range(n):
+                ax.text(
+                    j, i, str(self.confusion[i, j]), ha="center", va="center",
+                    color="white" if share[i, j] > 0.5 else "black",
+                )
+        ax.set_xticks(range(n), self.classes, rotation=45, ha="right")
+        ax.set_yticks(range(n), self.classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"accuracy {self.accuracy:.3f} (n = {self.count})")
+        fig.colorbar(image, ax=ax, label="share of the true class")
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=120)
+        return buffer.getvalue()
+
+
+def scores(
+    probabilities: np.ndarray, labels: np.ndarray, *, classes: tuple[str, ...], data: str
+) -> EvalResult:
+    """Compute every metric of :class:`EvalResult` from class probabilities and true labels."""
+    n = len(classes)
+    probs = torch.as_tensor(probabilities, dtype=torch.float32)
+    target = torch.as_tensor(labels, dtype=torch.int64)
+    preds = probs.argmax(dim=1)
+    present = np.bincount(labels, minlength=n)
+    # One-vs-rest AUC is undefined for a class with no positives or no negatives.
+    defined = (present > 0) & (present < len(labels))
+    auc = np.full(n, np.nan)
+    if defined.any():
+        all_auc = multiclass_auroc(probs, target, num_classes=n, average=None).numpy()
+        auc[defined] = all_auc[defined]
+    return EvalResult(
+        classes=classes,
+        count=len(labels),
+        accuracy=float(multiclass_accuracy(preds, target, num_classes=n, average="micro")),
+        macro_f1=float(multiclass_f1_score(preds, target, num_classes=n, average="macro")),
+        macro_auc=float(np.nanmean(auc)) if defined.any() else math.nan,
+        precision=multiclass_precision(preds, target, num_classes=n, average=None).numpy(),
+        recall=multiclass_recall(preds, target, num_classes=n, average=None).numpy(),
+        f1=multiclass_f1_score(preds, target, num_classes=n, average=None).numpy(),
+        auc=auc,
+        confusion=multiclass_confusion_matrix(preds, target, num_classes=n).numpy(),
+        data=data,
+    )
+
+
+def _check_compatible(run: TrainedRun, source: DataSource) -> None:
+    if source.kind != run.kind:
+        raise ValueError(
+            f"{run.run_dir}: the model was trained on {run.kind} data; the data given is "
+            f"{source.kind}"
+        )
+    if source.kind == "obfuscated" and source.key_fingerprint != run.key_fingerprint:
+        raise ValueError(
+            f"this model was trained under key fingerprint {run.key_fingerprint}; the data given "
+            f"was obfuscated under {source.key_fingerprint}"
+        )
+    if source.classes != run.classes:
+        raise ValueError(
+            f"class mismatch: the model has {list(run.classes)}, the data {list(source.classes)}"
+        )
+
+
+def _select(
+    run: TrainedRun, source: DataSource, split: str | None
+) -> tuple[ArrayTable, np.ndarray, str]:
+    if split is not None:
+        if split not in source.tables:
+            raise ValueError(f"no split {split!r} in the data (has {', '.join(source.tables)})")
+        table = source.tables[split]
+        return table, np.arange(len(table.labels)), f"split {split!r}"
+    if source.identity == run.info["data"]["identity"]:
+        plan = SplitPlan.from_dict(json.loads((run.run_dir / "splits.json").read_text()))
+        if "test" not in plan.parts:
+            raise ValueError(
+                f"{run.run_dir}: the run held out no test split (test_fraction 0); evaluate on "
+                "separate test data or name a split"
+            )
+        name, indices = plan.parts["test"]
+        return source.tables[name], indices, "the run's held-out test split"
+    for name in ("test", "all"):
+        if name in source.tables:
+            table = source.tables[name]
+            return table, np.arange(len(table.labels)), f"split {name!r}"
+    raise ValueError(
+        f"the data has no 'test' or 'all' split (has {', '.join(source.tables)}); name one"
+    )
+
+
+def evaluate(
+    run_dir: str | Path,
+    data: DataSource | str | Path,
+    *,
+    split: str | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+) -> EvalResult:
+    """Score a run's best weights on test data.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A finished training run.
+    data : DataSource, str or Path
+        Test data of the run's kind (a store under the same key, or a plaintext folder). When it
+        is the data the run was trained on, the run's held-out test split is used.
+    split : str, optional
+        Score this whole split of ``data`` instead (e.g. ``"test"``, ``"all"``).
+    batch_size : int, default 64
+    device : str, default "auto"
+
+    Raises
+    ------
+    ValueError
+        The data is of the other kind, obfuscated under another key, has other classes, or
+        has no split to score.
+    """
+    run = load_run(run_dir)
+    source = open_data(data, image_size=run.input_size)
+    _check_compatible(run, source)
+    table, indices, description = _select(run, source, split)
+    if len(indices) == 0:
+        raise ValueError("nothing to evaluate: the selected split is empty")
+    dev = resolve_device(device)
+    # Read in chunks: a lazily loaded folder or a large store never sits in memory whole.
+    probs = np.concatenate([
+        run.probabilities(table.arrays(indices[lo : lo + batch_size]), device=dev)
+        for lo in range(0, len(indices), batch_size)
+    ])
+    return scores(probs, table.labels[indices], classes=run.classes, data=description)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Predicted classes and probabilities of a batch of images."""
+
+    classes: tuple[str, ...]
+    labels: np.ndarray
+    probabilities: np.ndarray
+
+    @property
+    def names(self) -> list[str]:
+        return [self.classes[i] for i in self.labels]
+
+
+def predict(
+    run_dir: str | Path,
+    images: np.ndarray,
+    key: Key | None,
+    *,
+    batch_size: int = 64,
+    device: str = "auto",
+    noise_seed: int | None = None,
+) -> Predictions:
+    """Classify new plaintext images; for an obfuscated run, obfuscate them with ``key`` first.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A finished training run.
+    images : numpy.ndarray
+        ``(B, n, n)`` plaintext images in [0, 1]; ``n`` is the key's working size for an
+        obfuscated run.
+    key : Key or None
+        The custodian's key the run's training data was obfuscated with; ``None`` for a run
+        trained on plaintext.
+    noise_seed : int, optional
+        Pins the obfuscation noise (tests and reproducibility studies only).
+
+    Raises
+    ------
+    ValueError
+        The key's fingerprint differs from the run's, a key is missing for an obfuscated run or
+        given for a plaintext one, or the images have the wrong shape or range.
+    """
+    run = load_run(run_dir)
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 3:
+        raise ValueError(f"expected images (B, n, n), got shape {images.shape}")
+    if run.kind == "obfuscated":
+        if key is None:
+            raise ValueError(
+                f"this model was trained on data obfuscated under key fingerprint "
+                f"{run.key_fingerprint}; pass that key to obfuscate the images"
+            )
+        if key.fingerprint != run.key_fingerprint:
+            raise ValueError(
+                f"this model was trained under key fingerprint {run.key_fingerprint}; "
+                f"the key given has {key.fingerprint}"
+            )
+        arrays = Obfuscator(key, noise_seed=noise_seed)(images)
+    else:
+        if key is not None:
+            raise ValueError("this model was trained on plaintext images; predict without a key")
+        if images.size and not (
+            np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
+        ):
+            raise ValueError(
+                f"images must be finite and lie in [0, 1], got values in "
+                f"[{images.min():.4g}, {images.max():.4g}]"
+            )
+        arrays = images
+    probs = run.probabilities(arrays, batch_size=batch_size, device=resolve_device(device))
+    return Predictions(classes=run.classes, labels=probs.argmax(axis=1), probabilities=probs)

@@ -1,0 +1,594 @@
+"""The training loop: seeded, early-stopped, checkpointed every epoch, resumable exactly.
+
+A run folder holds::
+
+    config.json    the resolved :class:`TrainConfig`
+    splits.json    the train/val/test indices (positions in the data's tables, no names)
+    run.json       model, classes, data kind and identity, the key's public provenance
+                   (fingerprint, preset, parameters; never key material), standardisation
+                   constants, split sizes, status and best epoch
+    history.csv    one row per finished epoch
+    best.pt        weights with the lowest validation loss
+    last.pt        everything needed to continue: weights, optimizer, scheduler, RNG, history
+
+Every file is written to a temporary name and renamed into place, so a killed run leaves the
+previous epoch's checkpoint intact, and ``resume=True`` continues from it with the same result
+as an uninterrupted run: shuffling and augmentation draw from a generator seeded by
+``(seed, epoch)``, and the global torch RNG state (dropout) is restored from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+import medveil
+from medveil.obfuscate import resolve_device
+from medveil.store import atomic_write_bytes, atomic_write_json
+from medveil.training.data import (
+    AUGMENTATIONS,
+    DataSource,
+    ExampleSet,
+    SplitPlan,
+    Standardisation,
+    augment_batch,
+    open_data,
+    plan_splits,
+)
+from medveil.training.models import create_model, get_spec
+
+__all__ = ["EpochStats", "ProgressEvent", "TrainConfig", "TrainResult", "train"]
+
+CHECKPOINT_FORMAT = "medveil-checkpoint"
+RUN_FORMAT = "medveil-run"
+RUN_VERSION = 1
+# Settings that may change between an interrupted run and its resumption without changing
+# the result (on CPU; a different device gives a different but valid run).
+_RESUMABLE_CHANGES = ("device", "num_workers")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Everything that determines a training run.
+
+    Parameters
+    ----------
+    model : str
+        ``resnet50``, ``mobilenetv2``, ``inceptionv3`` or ``smallcnn``.
+    epochs : int
+        Maximum number of epochs.
+    batch_size : int
+        Examples per optimisation step (the last incomplete batch of an epoch is dropped).
+    lr, weight_decay : float
+        AdamW's peak learning rate and decoupled weight decay.
+    schedule : {"onecycle", "cosine"}
+        Per-step learning-rate schedule: one-cycle (30% warm-up) or cosine decay to 0.
+    seed : int
+        Seeds the weights, the splits, shuffling and augmentation.
+    device : str
+        ``cpu``, ``cuda`` or ``auto``.
+    patience : int or None
+        Stop after this many epochs without a lower validation loss; ``None`` never stops early.
+    val_fraction : float
+        Stratified fraction of the training data held out for validation (when the data has no
+        ``val`` split of its own).
+    test_fraction : float
+        Stratified fraction held out for testing when the data has no ``test`` split.
+    input_size : int or None
+        Side of the model's square input; ``None`` takes the architecture's default.
+    weights : Path or None
+        Local state dict to start from (see :func:`medveil.training.models.load_weights`).
+    num_workers : int
+        ``DataLoader`` worker processes (0 reads in the training process).
+    augment : str
+        ``none`` (the default, on plaintext and obfuscated data alike: see
+        :mod:`medveil.training.data` for the measurement), ``flip`` or ``flip-shift``.
+    normalisation : {"dataset", "model"}
+        ``dataset``: standardise with the training split's mean and std; ``model``: use the
+        constants the architecture's pretrained weights expect (plaintext only).
+    """
+
+    model: str = "smallcnn"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: Literal["onecycle", "cosine"] = "onecycle"
+    seed: int = 0
+    device: str = "auto"
+    patience: int | None = 5
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    input_size: int | None = None
+    weights: Path | None = None
+    num_workers: int = 0
+    augment: str = "none"
+    normalisation: Literal["dataset", "model"] = "dataset"
+
+    def __post_init__(self) -> None:
+        get_spec(self.model)
+        if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 0:
+            raise ValueError("epochs and batch_size must be positive, num_workers non-negative")
+        if not (self.lr > 0 and self.weight_decay >= 0):
+            raise ValueError("lr must be positive and weight_decay non-negative")
+        if self.schedule not in ("onecycle", "cosine"):
+            raise ValueError(f"schedule must be 'onecycle' or 'cosine', got {self.schedule!r}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError("patience must be positive (or None to disable early stopping)")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}")
+        if self.normalisation not in ("dataset", "model"):
+            raise ValueError("normalisation must be 'dataset' or 'model'")
+        if self.weights is not None:
+            object.__setattr__(self, "weights", Path(self.weights))
+
+    def resolve(self, data: DataSource) -> TrainConfig:
+        """Fill in the defaults that depend on the model and the data."""
+        spec = get_spec(self.model)
+        if self.normalisation == "model" and data.kind != "plaintext":
+            raise ValueError(
+                "normalisation='model' applies to plaintext images in [0, 1]; obfuscated data "
+                "is standardised on its training split (normalisation='dataset')"
+            )
+        return replace(self, input_size=self.input_size or spec.input_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["weights"] = None if self.weights is None else str(self.weights)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """One finished epoch."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """What a ``progress`` callback receives, after every step and after every epoch.
+
+    ``kind`` is ``"step"`` (``loss``/``acc`` are running means over the epoch so far) or
+    ``"epoch"`` (``stats`` holds the finished epoch). ``eta_s`` estimates the seconds left.
+    """
+
+    kind: Literal["step", "epoch"]
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+    acc: float
+    eta_s: float
+    stats: EpochStats | None = None
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did."""
+
+    run_dir: Path
+    history: list[EpochStats]
+    best_epoch: int
+    best_val_loss: float
+    val_accuracy: float
+    stopped_early: bool
+    wall_time_s: float
+    split_sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+    def summary(self) -> str:
+        return (
+            f"{self.epochs_run} epoch(s){' (early stop)' if self.stopped_early else ''} in "
+            f"{self.wall_time_s:.1f} s; best epoch {self.best_epoch}: val loss "
+            f"{self.best_val_loss:.4f}, val accuracy {self.val_accuracy:.3f} -> {self.run_dir}"
+        )
+
+
+@contextlib.contextmanager
+def _deterministic() -> Iterator[None]:
+    """Deterministic kernels while training; the caller's global settings are restored after."""
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
+    # warn_only: a few CUDA kernels (e.g. adaptive pooling backward) have no deterministic
+    # version; they warn instead of failing, and CPU training stays bit-exact.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = previous[2:]
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    draw = np.random.SeedSequence([seed, epoch, 0xE90C]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(draw))
+
+
+def _atomic_torch_save(path: Path, obj: Any) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _write_history(path: Path, history: list[EpochStats]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=[f.name for f in fields(EpochStats)])
+    writer.writeheader()
+    writer.writerows(asdict(row) for row in history)
+    atomic_write_bytes(path, text.getvalue().encode())
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _run_info(
+    config: TrainConfig, data: DataSource, standardisation: Standardisation, plan: SplitPlan,
+    device: torch.device,
+) -> dict[str, Any]:
+    return {
+        "format": RUN_FORMAT,
+        "version": RUN_VERSION,
+        "medveil_version": medveil.__version__,
+        "model": config.model,
+        "input_size": config.input_size,
+        "classes": list(data.classes),
+        "data": {"kind": data.kind, "identity": data.identity, **data.provenance},
+        "standardisation": asdict(standardisation),
+        "splits": plan.sizes(),
+        "device": str(device),
+        "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs)",
+        "status": "running",
+    }
+
+
+def _check_resumable(run_dir: Path, config: TrainConfig, data: DataSource) -> None:
+    saved = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    differs = [
+        f.name for f in fields(TrainConfig)
+        if f.name not in _RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(config, f.name)
+    ]
+    if differs:
+        raise ValueError(
+            f"{run_dir}: cannot resume with different settings ({', '.join(differs)}); "
+            "use the original settings or a new run folder"
+        )
+    info = json.loads((run_dir / "run.json").read_text())
+    if info["data"]["identity"] != data.identity:
+        raise ValueError(f"{run_dir}: cannot resume on different data than the run started with")
+
+
+def _evaluate_loss(
+    model: nn.Module, loader: DataLoader, device: torch.device
+) -> tuple[float, float]:
+    model.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            count += len(y)
+    return total_loss / count, correct / count
+
+
+@dataclass
+class _LoopState:
+    """The bookkeeping of the epoch loop that a checkpoint carries across a resumption."""
+
+    history: list[EpochStats] = field(default_factory=list)
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped: bool = False
+    earlier_wall_s: float = 0.0  # wall time of the interrupted run(s) this one continues
+    wall_time_s: float = 0.0
+
+    def record(self, stats: EpochStats, *, patience: int | None) -> bool:
+        """Add a finished epoch; True when it has the lowest validation loss so far."""
+        self.history.append(stats)
+        improved = stats.val_loss < self.best_loss
+        if improved:
+            self.best_loss, self.best_epoch, self.bad_epochs = stats.val_loss, stats.epoch, 0
+        else:
+            self.bad_epochs += 1
+        self.stopped = patience is not None and self.bad_epochs >= patience
+        return improved
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        return {
+            "history": [asdict(h) for h in self.history], "best_val_loss": self.best_loss,
+            "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+            "stopped": self.stopped, "wall_time_s": self.wall_time_s,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any]) -> _LoopState:
+        return cls(
+            history=[EpochStats(**row) for row in checkpoint["history"]],
+            best_loss=checkpoint["best_val_loss"], best_epoch=checkpoint["best_epoch"],
+            bad_epochs=checkpoint["bad_epochs"], stopped=checkpoint["stopped"],
+            earlier_wall_s=checkpoint["wall_time_s"],
+        )
+
+
+class _Clock:
+    """Estimates the seconds left from the mean duration of the steps run so far."""
+
+    def __init__(self, *, pending: int) -> None:
+        self.pending = pending
+        self.done = 0
+        self.start = time.perf_counter()
+
+    def tick(self) -> None:
+        self.done += 1
+
+    def eta_s(self) -> float:
+        rate = (time.perf_counter() - self.start) / max(self.done, 1)
+        return rate * max(self.pending - self.done, 0)
+
+
+def _make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, *, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=0.3
+        )
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+
+
+def _train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    augment: str,
+    generator: torch.Generator,
+    device: torch.device,
+    on_step: Callable[[int, float, float], None],
+) -> tuple[float, float]:
+    """One pass over ``loader``; returns the epoch's mean loss and accuracy."""
+    model.train()
+    total_loss, correct, count = 0.0, 0, 0
+    for step, (x, y) in enumerate(loader, start=1):
+        # Augmenting here, in the training process, keeps its random draws independent of the
+        # number of loader workers.
+        x = augment_batch(x, augment, generator=generator).to(device)
+        y = y.to(device)
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total_loss += loss.item() * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        count += len(y)
+        on_step(step, total_loss / count, correct / count)
+    return total_loss / count, correct / count
+
+
+def train(
+    data: DataSource | str | Path,
+    *,
+    config: TrainConfig,
+    run_dir: str | Path,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train a classifier on plaintext or obfuscated data and record the run in ``run_dir``.
+
+    Parameters
+    ----------
+    data : DataSource, str or Path
+        An obfuscated store, a plaintext image folder, or a :class:`DataSource`.
+    config : TrainConfig
+        The settings; the default input size is filled in and written to ``config.json``.
+    run_dir : str or Path
+        Output folder; must be new or empty unless ``resume``.
+    progress : callable, optional
+        Called with a :class:`ProgressEvent` after every step and every epoch.
+    resume : bool, default False
+        Continue the run in ``run_dir`` from its last checkpoint, with the same settings and
+        data. A finished run is returned as it is.
+
+    Returns
+    -------
+    TrainResult
+        History, best epoch and its validation loss and accuracy, wall time.
+
+    Raises
+    ------
+    ValueError
+        Bad settings, a non-empty ``run_dir`` without ``resume``, or a resumption whose
+        settings or data differ from the original run's.
+    """
+    started = time.perf_counter()
+    run_dir = Path(run_dir).expanduser()
+    spec = get_spec(config.model)
+    source = open_data(data, image_size=config.input_size or spec.input_size)
+    config = config.resolve(source)
+    assert config.input_size is not None
+    device = resolve_device(config.device)
+
+    checkpoint: dict[str, Any] | None = None
+    if resume:
+        if not (run_dir / "last.pt").is_file():
+            raise ValueError(f"{run_dir}: no checkpoint (last.pt) to resume from")
+        _check_resumable(run_dir, config, source)
+        checkpoint = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
+        plan = SplitPlan.from_dict(json.loads((run_dir / "splits.json").read_text()))
+    else:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ValueError(
+                f"{run_dir}: run folder is not empty; pass resume=True to continue the run in "
+                "it, or choose a new folder"
+            )
+        plan = plan_splits(
+            source, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
+            seed=config.seed,
+        )
+
+    train_table, train_idx = plan.parts["train"]
+    if config.normalisation == "model":
+        standardisation = Standardisation(mean=spec.mean, std=spec.std)
+    else:
+        standardisation = Standardisation.fit(
+            source.tables[train_table], train_idx, size=config.input_size, seed=config.seed
+        )
+    sets = {
+        role: ExampleSet(
+            source.tables[table], idx, size=config.input_size, standardisation=standardisation
+        )
+        for role, (table, idx) in plan.parts.items()
+    }
+    train_set = sets["train"]
+    if len(train_set) < 2:
+        raise ValueError("the training split needs at least 2 examples")
+    drop_last = len(train_set) > config.batch_size  # a batch of one would break batch norm
+    steps = len(train_set) // config.batch_size if drop_last else 1
+    info = _run_info(config, source, standardisation, plan, device)
+
+    if checkpoint is None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "config.json", config.to_dict())
+        atomic_write_json(run_dir / "splits.json", plan.to_dict())
+        atomic_write_json(run_dir / "run.json", info)
+
+    with _deterministic():
+        torch.manual_seed(config.seed)
+        model = create_model(
+            config.model, num_classes=len(source.classes), input_size=config.input_size,
+            weights=config.weights,
+        ).to(device)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        scheduler = _make_scheduler(optimizer, config, total_steps=config.epochs * steps)
+        state = _LoopState()
+        if checkpoint is not None:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            _set_rng_state(checkpoint["rng"], device)
+            state = _LoopState.from_checkpoint(checkpoint)
+
+        val_loader = DataLoader(
+            sets["val"], batch_size=config.batch_size * 2, num_workers=config.num_workers
+        )
+        first_epoch = len(state.history) + 1
+        clock = _Clock(pending=(config.epochs - first_epoch + 1) * steps)
+        for epoch in range(first_epoch, config.epochs + 1):
+            if state.stopped:
+                break
+            epoch_start = time.perf_counter()
+            generator = _epoch_generator(config.seed, epoch)
+            loader = DataLoader(
+                train_set, batch_size=config.batch_size, shuffle=True, drop_last=drop_last,
+                generator=generator, num_workers=config.num_workers,
+            )
+
+            def on_step(step: int, loss: float, acc: float, epoch: int = epoch) -> None:
+                clock.tick()
+                if progress is not None:
+                    progress(ProgressEvent(
+                        kind="step", epoch=epoch, epochs=config.epochs, step=step, steps=steps,
+                        loss=loss, acc=acc, eta_s=clock.eta_s(),
+                    ))
+
+            train_loss, train_acc = _train_epoch(
+                model, loader, optimizer=optimizer, scheduler=scheduler, augment=config.augment,
+                generator=generator, device=device, on_step=on_step,
+            )
+            val_loss, val_acc = _evaluate_loss(model, val_loader, device)
+            stats = EpochStats(
+                epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
+                val_acc=val_acc, lr=optimizer.param_groups[0]["lr"],
+                seconds=time.perf_counter() - epoch_start,
+            )
+            if state.record(stats, patience=config.patience):
+                _atomic_torch_save(
+                    run_dir / "best.pt",
+                    {"model": model.state_dict(), "epoch": epoch, "val_loss": val_loss,
+                     "val_acc": val_acc},
+                )
+            state.wall_time_s = state.earlier_wall_s + time.perf_counter() - started
+            _atomic_torch_save(
+                run_dir / "last.pt",
+                {
+                    "format": CHECKPOINT_FORMAT, "epoch": epoch, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": _rng_state(device), **state.to_checkpoint(),
+                },
+            )
+            _write_history(run_dir / "history.csv", state.history)
+            if progress is not None:
+                progress(ProgressEvent(
+                    kind="epoch", epoch=epoch, epochs=config.epochs, step=steps, steps=steps,
+                    loss=train_loss, acc=train_acc, eta_s=clock.eta_s(), stats=stats,
+                ))
+
+    best = next(h for h in state.history if h.epoch == state.best_epoch)
+    info.update(
+        status="complete", best_epoch=state.best_epoch, best_val_loss=state.best_loss,
+        val_accuracy=best.val_acc, epochs_run=len(state.history), stopped_early=state.stopped,
+        wall_time_s=state.earlier_wall_s + time.perf_counter() - started,
+    )
+    atomic_write_json(run_dir / "run.json", info)
+    return TrainResult(
+        run_dir=run_dir, history=state.history, best_epoch=state.best_epoch,
+        best_val_loss=state.best_loss, val_accuracy=best.val_acc, stopped_early=state.stopped,
+        wall_time_s=info["wall_time_s"], split_sizes=plan.sizes(),
+    )
