@@ -15,7 +15,9 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["keygen"], ["obfuscate"], ["show"], ["info"], ["datasets", "make"]]
+    "command",
+    [[], ["keygen"], ["obfuscate"], ["show"], ["info"], ["datasets", "make"], ["train"],
+     ["evaluate"], ["predict"], ["sweep-rank"]],
 )
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
@@ -85,3 +87,31 @@ def test_errors_are_reported_without_a_traceback(tmp_path):
     assert missing.exit_code == 2 and "absent.key" in missing.output
     needs = runner.invoke(app, ["keygen", "-o", str(tmp_path / "k.key")])
     assert needs.exit_code == 2 and "--calibrate" in needs.output
+
+
+def test_train_evaluate_predict_from_the_shell(tmp_path):
+    data, store, run = tmp_path / "data", tmp_path / "store", tmp_path / "run"
+    assert runner.invoke(app, ["datasets", "make", "ovary-us", "-o", str(data), "--per-class", "8",
+                               "--size", "64"]).exit_code == 0
+    assert runner.invoke(app, ["keygen", "--size", "32", "--rank", "4", "--calibrate", str(data),
+                               "-o", str(tmp_path / "keys" / "site.key")]).exit_code == 0
+    assert runner.invoke(app, ["obfuscate", str(data), "--key", str(tmp_path / "keys" / "site.key"),
+                               "-o", str(store), "--device", "cpu"]).exit_code == 0
+    trained = runner.invoke(app, ["train", str(store), "-o", str(run), "--epochs", "2",
+                                  "--input-size", "32", "--batch-size", "4", "--device", "cpu"])
+    assert trained.exit_code == 0, trained.output
+    assert (run / "best.pt").is_file() and (run / "run.json").is_file()
+    evaluated = runner.invoke(app, ["evaluate", str(run), "--data", str(store), "--device", "cpu"])
+    assert evaluated.exit_code == 0, evaluated.output
+    metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and (run / "evaluation" / "confusion.png").is_file()
+    images = [str(p) for p in sorted((data / "infected").glob("*.png"))[:2]]
+    predicted = runner.invoke(app, ["predict", str(run), *images, "--key",
+                                    str(tmp_path / "keys" / "site.key"), "--device", "cpu"])
+    assert predicted.exit_code == 0, predicted.output
+    assert "infected" in predicted.output
+    assert runner.invoke(app, ["keygen", "--size", "32", "--rank", "4", "--calibrate", str(data),
+                               "-o", str(tmp_path / "keys" / "other.key")]).exit_code == 0
+    refused = runner.invoke(app, ["predict", str(run), *images, "--key",
+                                  str(tmp_path / "keys" / "other.key"), "--device", "cpu"])
+    assert refused.exit_code == 2 and "fingerprint" in refused.output

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from collections.abc import Callable
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -190,6 +191,141 @@ def info(store: Annotated[Path, typer.Argument(help="An obfuscated dataset store
         table.add_row(split, *(str(data["per_class"][c]) for c in m["classes"]), str(data["count"]))
     Console().print(table)
     Console().print(json.dumps(m["params"]))
+
+
+def _train_progress(bar: Progress, task: object, name: str) -> Callable[[Any], None]:
+    def update(event: Any) -> None:
+        if event.kind == "step":
+            bar.update(
+                task, total=event.epochs * event.steps,
+                completed=(event.epoch - 1) * event.steps + event.step,
+                description=f"{name} epoch {event.epoch}/{event.epochs} "
+                f"loss {event.loss:.3f} acc {event.acc:.3f}",
+            )
+        elif event.stats is not None:
+            st = event.stats
+            console.print(
+                f"epoch {event.epoch}: train loss {st.train_loss:.3f} acc {st.train_acc:.3f} | "
+                f"val loss {st.val_loss:.3f} acc {st.val_acc:.3f}"
+            )
+
+    return update
+
+
+@app.command("train")
+def train_command(
+    data: Annotated[Path, typer.Argument(help="An obfuscated store or a plaintext image folder.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Run folder to write.")],
+    model: Annotated[str, typer.Option(help="resnet50, mobilenetv2, inceptionv3 or smallcnn.")] = "smallcnn",
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, one-cycle).")] = 1e-3,
+    input_size: Annotated[Optional[int], typer.Option(help="Model input side (default: the model's).")] = None,
+    patience: Annotated[int, typer.Option(help="Early stopping patience (epochs; 0 disables).")] = 5,
+    val_fraction: Annotated[float, typer.Option(help="Stratified validation fraction.")] = 0.15,
+    test_fraction: Annotated[float, typer.Option(help="Held-out test fraction when the data has no Testing/ split.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of weights, splits and shuffling.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    weights: Annotated[Optional[Path], typer.Option(help="Local pretrained weights (never downloaded).")] = None,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUTPUT.")] = False,
+) -> None:
+    """Train a classifier on obfuscated (or, for the baseline, plaintext) images."""
+    from medveil.training import TrainConfig, train
+
+    try:
+        config = TrainConfig(
+            model=model, epochs=epochs, batch_size=batch_size, lr=lr, input_size=input_size,
+            patience=patience or None, val_fraction=val_fraction, test_fraction=test_fraction,
+            seed=seed, device=device, weights=weights, num_workers=workers,
+        )
+        with _progress() as bar:
+            task = bar.add_task(model, total=None)
+            result = train(data, config=config, run_dir=output, resume=resume,
+                           progress=_train_progress(bar, task, model))
+    except (MedveilError, ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(result.summary())
+
+
+@app.command("evaluate")
+def evaluate_command(
+    run: Annotated[Path, typer.Argument(help="A run folder from `medveil train`.")],
+    data: Annotated[Path, typer.Option("--data", help="Test store or image folder.")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Where to save metrics (default RUN/evaluation).")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+) -> None:
+    """Accuracy, macro-F1, per-class precision/recall, ROC-AUC and the confusion matrix."""
+    from medveil.training import evaluate
+
+    try:
+        result = evaluate(run, data, device=device)
+        saved = result.save(output or run / "evaluation")
+    except (MedveilError, ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    Console().print(result.summary())
+    console.print(f"saved metrics (JSON, CSV, confusion matrix PNG) in {saved}")
+
+
+@app.command("predict")
+def predict_command(
+    run: Annotated[Path, typer.Argument(help="A run folder from `medveil train`.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files to classify.")],
+    key_file: Annotated[Optional[Path], typer.Option("--key", help="The key the model was trained under.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+) -> None:
+    """Obfuscate new images with the site key and classify them (hospital-side inference)."""
+    import numpy as np
+
+    from medveil.keys import Key
+    from medveil.loading import LoadOptions, load_image
+    from medveil.training import load_run, predict
+
+    try:
+        key = Key.load(key_file) if key_file is not None else None
+        size = key.params.size if key is not None else load_run(run).input_size
+        arrays = np.stack([load_image(p, options=LoadOptions(size=size)) for p in images])
+        result = predict(run, arrays, key, device=device)
+    except (MedveilError, ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    table = Table(title=f"predictions of {run}")
+    table.add_column("image")
+    table.add_column("class")
+    table.add_column("probability", justify="right")
+    for path, label, probs in zip(images, result.labels, result.probabilities):
+        table.add_row(str(path), result.classes[int(label)], f"{float(probs[int(label)]):.3f}")
+    Console().print(table)
+
+
+@app.command("sweep-rank")
+def sweep_rank_command(
+    dataset: Annotated[Path, typer.Argument(help="Plaintext dataset folder.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for runs, table and plot.")],
+    ranks: Annotated[str, typer.Option(help="Comma-separated ranks k.")] = "1,2,4,8,16,32,64",
+    key_file: Annotated[Optional[Path], typer.Option("--key", help="Key whose secret and parameters are used (rank varies).")] = None,
+    preset: Annotated[str, typer.Option(help="Preset when no key is given (a fresh key, kept in memory only).")] = "multistage",
+    size: Annotated[int, typer.Option(help="Working size n when no key is given.")] = 224,
+    model: Annotated[str, typer.Option(help="Model trained for each k.")] = "smallcnn",
+    epochs: Annotated[int, typer.Option(help="Epochs per k.")] = 10,
+    input_size: Annotated[Optional[int], typer.Option(help="Model input side.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+) -> None:
+    """Train one model per rank k and write the accuracy-against-k table and plot."""
+    from medveil.keys import Key, generate_key
+    from medveil.training import TrainConfig, sweep_rank
+
+    try:
+        ks = [int(k) for k in ranks.split(",") if k.strip()]
+        key = Key.load(key_file) if key_file else generate_key(preset=preset, size=size, rank=max(ks))
+        config = TrainConfig(model=model, epochs=epochs, input_size=input_size, seed=seed, device=device)
+        with _progress() as bar:
+            task = bar.add_task("sweep", total=None)
+            result = sweep_rank(dataset, ranks=ks, key=key, config=config, out_dir=output,
+                                progress=lambda k, ev: _train_progress(bar, task, f"k={k}")(ev))
+    except (MedveilError, ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    Console().print(result.table.to_string(index=False))
 
 
 @datasets_app.command("make")
