@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -164,7 +163,9 @@ def peak_rss(folder: Path, key_path: Path, out: Path) -> dict[str, float]:
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", code, str(folder), str(key_path), str(out)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     seconds = time.perf_counter() - start
     shutil.rmtree(out, ignore_errors=True)
@@ -172,11 +173,15 @@ def peak_rss(folder: Path, key_path: Path, out: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("dataset", nargs="?", type=Path)
     parser.add_argument("--images", type=int, default=1024)
     parser.add_argument("--naive-images", type=int, default=256)
-    parser.add_argument("--rss", default="2000,20000", help="folder sizes for the RSS runs ('' to skip)")
+    parser.add_argument(
+        "--rss", default="2000,20000", help="folder sizes for the RSS runs ('' to skip)"
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/medveil-bench"))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -186,7 +191,8 @@ def main() -> None:
         "machine": machine(),
         "torch_threads": torch.get_num_threads(),
         "dataset": str(args.dataset) if args.dataset else "embedded synthetic brain-mri",
-        "n": N, "k": K,
+        "n": N,
+        "k": K,
     }
     images = load_images(args.dataset, args.images)
     key = generate_key(preset="multistage", size=N, rank=K).calibrate(images[:256])
@@ -213,7 +219,8 @@ def main() -> None:
         key_path = key.save(args.workdir / "keys" / "bench.key", overwrite=True)
         report["rss"] = {
             str(size): peak_rss(
-                write_jpeg_folder(images, args.workdir / f"jpeg224-{size}", size), key_path,
+                write_jpeg_folder(images, args.workdir / f"jpeg224-{size}", size),
+                key_path,
                 args.workdir / "store-rss",
             )
             for size in sizes

@@ -16,8 +16,18 @@ runner = CliRunner()
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["keygen"], ["obfuscate"], ["show"], ["info"], ["datasets", "make"], ["train"],
-     ["evaluate"], ["predict"], ["sweep-rank"]],
+    [
+        [],
+        ["keygen"],
+        ["obfuscate"],
+        ["show"],
+        ["info"],
+        ["datasets", "make"],
+        ["train"],
+        ["evaluate"],
+        ["predict"],
+        ["sweep-rank"],
+    ],
 )
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
@@ -27,18 +37,57 @@ def test_every_command_has_help(command):
 
 def test_end_to_end_on_a_small_embedded_set(tmp_path):
     data, keys, store = tmp_path / "data", tmp_path / "keys", tmp_path / "store"
-    made = runner.invoke(app, ["datasets", "make", "brain-mri", "-o", str(data), "--per-class", "3",
-                               "--size", "64", "--test-fraction", "0.34"])
+    made = runner.invoke(
+        app,
+        [
+            "datasets",
+            "make",
+            "brain-mri",
+            "-o",
+            str(data),
+            "--per-class",
+            "3",
+            "--size",
+            "64",
+            "--test-fraction",
+            "0.34",
+        ],
+    )
     assert made.exit_code == 0, made.output
-    keygen = runner.invoke(app, ["keygen", "--preset", "multistage", "--size", "48", "--rank", "6",
-                                 "--calibrate", str(data), "-o", str(keys / "site.key")])
+    keygen = runner.invoke(
+        app,
+        [
+            "keygen",
+            "--preset",
+            "multistage",
+            "--size",
+            "48",
+            "--rank",
+            "6",
+            "--calibrate",
+            str(data),
+            "-o",
+            str(keys / "site.key"),
+        ],
+    )
     assert keygen.exit_code == 0, keygen.output
     key = Key.load(keys / "site.key")
     assert stat.S_IMODE(os.stat(keys / "site.key").st_mode) == 0o600
     assert key.calibration is not None and key.calibration.images == 12
 
-    run = runner.invoke(app, ["obfuscate", str(data), "--key", str(keys / "site.key"),
-                              "-o", str(store), "--device", "cpu"])
+    run = runner.invoke(
+        app,
+        [
+            "obfuscate",
+            str(data),
+            "--key",
+            str(keys / "site.key"),
+            "-o",
+            str(store),
+            "--device",
+            "cpu",
+        ],
+    )
     assert run.exit_code == 0, run.output
     opened = ObfuscatedStore(store)
     assert opened.splits == ("train", "test") and opened.shape == (48, 48)
@@ -47,8 +96,19 @@ def test_end_to_end_on_a_small_embedded_set(tmp_path):
     assert info.exit_code == 0 and "glioma" in info.output and key.fingerprint in info.output
 
     image = sorted((data / "Training" / "glioma").glob("*.png"))[0]
-    show = runner.invoke(app, ["show", str(image), "--key", str(keys / "site.key"),
-                               "-o", str(tmp_path / "fig" / "stages.png"), "--noise-seed", "0"])
+    show = runner.invoke(
+        app,
+        [
+            "show",
+            str(image),
+            "--key",
+            str(keys / "site.key"),
+            "-o",
+            str(tmp_path / "fig" / "stages.png"),
+            "--noise-seed",
+            "0",
+        ],
+    )
     assert show.exit_code == 0, show.output
     assert (tmp_path / "fig" / "stages.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -63,27 +123,56 @@ def test_end_to_end_on_a_small_embedded_set(tmp_path):
 
 def test_keys_are_refused_inside_outputs(tmp_path):
     data = tmp_path / "data"
-    runner.invoke(app, ["datasets", "make", "ovary-us", "-o", str(data), "--per-class", "2",
-                        "--size", "48"])
+    runner.invoke(
+        app, ["datasets", "make", "ovary-us", "-o", str(data), "--per-class", "2", "--size", "48"]
+    )
     store = tmp_path / "store"
-    keygen = runner.invoke(app, ["keygen", "--preset", "svd", "--size", "32", "--rank", "4",
-                                 "-o", str(tmp_path / "k.key")])
+    keygen = runner.invoke(
+        app,
+        ["keygen", "--preset", "svd", "--size", "32", "--rank", "4", "-o", str(tmp_path / "k.key")],
+    )
     assert keygen.exit_code == 0, keygen.output
-    assert runner.invoke(app, ["obfuscate", str(data), "--key", str(tmp_path / "k.key"),
-                               "-o", str(store), "--device", "cpu"]).exit_code == 0
-    inside = runner.invoke(app, ["keygen", "--preset", "svd", "--size", "32", "--rank", "4",
-                                 "-o", str(store / "k.key")])
+    assert (
+        runner.invoke(
+            app,
+            [
+                "obfuscate",
+                str(data),
+                "--key",
+                str(tmp_path / "k.key"),
+                "-o",
+                str(store),
+                "--device",
+                "cpu",
+            ],
+        ).exit_code
+        == 0
+    )
+    inside = runner.invoke(
+        app,
+        ["keygen", "--preset", "svd", "--size", "32", "--rank", "4", "-o", str(store / "k.key")],
+    )
     assert inside.exit_code == 2 and "output folder" in inside.output
     assert not (store / "k.key").exists()
     (store / "k2.key").write_text(json.dumps({}))
-    refused = runner.invoke(app, ["obfuscate", str(data), "--key", str(store / "k2.key"),
-                                  "-o", str(store)])
+    refused = runner.invoke(
+        app, ["obfuscate", str(data), "--key", str(store / "k2.key"), "-o", str(store)]
+    )
     assert refused.exit_code == 2 and "inside the output folder" in refused.output
 
 
 def test_errors_are_reported_without_a_traceback(tmp_path):
-    missing = runner.invoke(app, ["obfuscate", str(tmp_path / "nope"), "--key",
-                                  str(tmp_path / "absent.key"), "-o", str(tmp_path / "out")])
+    missing = runner.invoke(
+        app,
+        [
+            "obfuscate",
+            str(tmp_path / "nope"),
+            "--key",
+            str(tmp_path / "absent.key"),
+            "-o",
+            str(tmp_path / "out"),
+        ],
+    )
     assert missing.exit_code == 2 and "absent.key" in missing.output
     needs = runner.invoke(app, ["keygen", "-o", str(tmp_path / "k.key")])
     assert needs.exit_code == 2 and "--calibrate" in needs.output
@@ -91,14 +180,63 @@ def test_errors_are_reported_without_a_traceback(tmp_path):
 
 def test_train_evaluate_predict_from_the_shell(tmp_path):
     data, store, run = tmp_path / "data", tmp_path / "store", tmp_path / "run"
-    assert runner.invoke(app, ["datasets", "make", "ovary-us", "-o", str(data), "--per-class", "8",
-                               "--size", "64"]).exit_code == 0
-    assert runner.invoke(app, ["keygen", "--size", "32", "--rank", "4", "--calibrate", str(data),
-                               "-o", str(tmp_path / "keys" / "site.key")]).exit_code == 0
-    assert runner.invoke(app, ["obfuscate", str(data), "--key", str(tmp_path / "keys" / "site.key"),
-                               "-o", str(store), "--device", "cpu"]).exit_code == 0
-    trained = runner.invoke(app, ["train", str(store), "-o", str(run), "--epochs", "2",
-                                  "--input-size", "32", "--batch-size", "4", "--device", "cpu"])
+    assert (
+        runner.invoke(
+            app,
+            ["datasets", "make", "ovary-us", "-o", str(data), "--per-class", "8", "--size", "64"],
+        ).exit_code
+        == 0
+    )
+    assert (
+        runner.invoke(
+            app,
+            [
+                "keygen",
+                "--size",
+                "32",
+                "--rank",
+                "4",
+                "--calibrate",
+                str(data),
+                "-o",
+                str(tmp_path / "keys" / "site.key"),
+            ],
+        ).exit_code
+        == 0
+    )
+    assert (
+        runner.invoke(
+            app,
+            [
+                "obfuscate",
+                str(data),
+                "--key",
+                str(tmp_path / "keys" / "site.key"),
+                "-o",
+                str(store),
+                "--device",
+                "cpu",
+            ],
+        ).exit_code
+        == 0
+    )
+    trained = runner.invoke(
+        app,
+        [
+            "train",
+            str(store),
+            "-o",
+            str(run),
+            "--epochs",
+            "2",
+            "--input-size",
+            "32",
+            "--batch-size",
+            "4",
+            "--device",
+            "cpu",
+        ],
+    )
     assert trained.exit_code == 0, trained.output
     assert (run / "best.pt").is_file() and (run / "run.json").is_file()
     evaluated = runner.invoke(app, ["evaluate", str(run), "--data", str(store), "--device", "cpu"])
@@ -106,12 +244,47 @@ def test_train_evaluate_predict_from_the_shell(tmp_path):
     metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
     assert 0.0 <= metrics["accuracy"] <= 1.0 and (run / "evaluation" / "confusion.png").is_file()
     images = [str(p) for p in sorted((data / "infected").glob("*.png"))[:2]]
-    predicted = runner.invoke(app, ["predict", str(run), *images, "--key",
-                                    str(tmp_path / "keys" / "site.key"), "--device", "cpu"])
+    predicted = runner.invoke(
+        app,
+        [
+            "predict",
+            str(run),
+            *images,
+            "--key",
+            str(tmp_path / "keys" / "site.key"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert predicted.exit_code == 0, predicted.output
     assert "infected" in predicted.output
-    assert runner.invoke(app, ["keygen", "--size", "32", "--rank", "4", "--calibrate", str(data),
-                               "-o", str(tmp_path / "keys" / "other.key")]).exit_code == 0
-    refused = runner.invoke(app, ["predict", str(run), *images, "--key",
-                                  str(tmp_path / "keys" / "other.key"), "--device", "cpu"])
+    assert (
+        runner.invoke(
+            app,
+            [
+                "keygen",
+                "--size",
+                "32",
+                "--rank",
+                "4",
+                "--calibrate",
+                str(data),
+                "-o",
+                str(tmp_path / "keys" / "other.key"),
+            ],
+        ).exit_code
+        == 0
+    )
+    refused = runner.invoke(
+        app,
+        [
+            "predict",
+            str(run),
+            *images,
+            "--key",
+            str(tmp_path / "keys" / "other.key"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert refused.exit_code == 2 and "fingerprint" in refused.output

@@ -76,8 +76,14 @@ def test_load_rejects_unknown_version_and_missing_fields(tmp_path):
 
 @pytest.mark.parametrize(
     "changes, field",
-    [({"rank": 0}, "rank"), ({"rank": 99}, "rank"), ({"bits": 17}, "bits"),
-     ({"noise": -1.0}, "noise"), ({"left": "dense"}, "left"), ({"preset": "other"}, "preset")],
+    [
+        ({"rank": 0}, "rank"),
+        ({"rank": 99}, "rank"),
+        ({"bits": 17}, "bits"),
+        ({"noise": -1.0}, "noise"),
+        ({"left": "dense"}, "left"),
+        ({"preset": "other"}, "preset"),
+    ],
 )
 def test_invalid_parameters_name_the_field(changes, field):
     with pytest.raises(InvalidKeyError, match=field):
@@ -127,3 +133,8 @@ def test_block_left_projection_is_block_diagonal_and_orthogonal():
     np.testing.assert_allclose(r @ r.T, np.eye(40), atol=1e-10)
     assert np.all(r[:16, 16:] == 0) and np.all(r[32:, :32] == 0)
     assert np.abs(r[:16, :16]).min() > 0
+
+
+def test_explicit_none_switches_quantization_off():
+    assert generate_key(size=32, rank=4, bits=None).params.bits is None
+    assert generate_key(size=32, rank=4).params.bits == 8

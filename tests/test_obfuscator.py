@@ -26,8 +26,12 @@ def test_output_is_standardised_on_the_calibration_set(key, images32):
 
 @pytest.mark.parametrize(
     "shape, expected",
-    [((5, 1, 32, 32), (5, 1, 32, 32)), ((5, 32, 32), (5, 32, 32)), ((1, 32, 32), (1, 32, 32)),
-     ((32, 32), (32, 32))],
+    [
+        ((5, 1, 32, 32), (5, 1, 32, 32)),
+        ((5, 32, 32), (5, 32, 32)),
+        ((1, 32, 32), (1, 32, 32)),
+        ((32, 32), (32, 32)),
+    ],
 )
 def test_accepts_torch_layouts(key, images32, shape, expected):
     x = torch.from_numpy(images32[: int(np.prod(shape)) // (32 * 32)]).reshape(shape)
@@ -93,10 +97,12 @@ def test_different_keys_give_unrelated_outputs(images32):
 
 @pytest.mark.parametrize(
     "bad, match",
-    [(np.full((2, 32, 32), np.nan, np.float32), "NaN"),
-     (np.full((2, 32, 32), 2.0, np.float32), r"\[0, 1\]"),
-     (np.zeros((2, 16, 16), np.float32), "shape"),
-     (np.zeros((2, 32, 32), np.uint8), "floating")],
+    [
+        (np.full((2, 32, 32), np.nan, np.float32), "NaN"),
+        (np.full((2, 32, 32), 2.0, np.float32), r"\[0, 1\]"),
+        (np.zeros((2, 16, 16), np.float32), "shape"),
+        (np.zeros((2, 32, 32), np.uint8), "floating"),
+    ],
 )
 def test_bad_input_is_refused_clearly(key, bad, match):
     with pytest.raises((ValueError, TypeError), match=match):

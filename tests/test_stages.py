@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from conftest import smooth_images
 from medveil.stages import (
     NoiseSource,
     Solver,
@@ -16,8 +16,6 @@ from medveil.stages import (
     quantize,
     truncated_svd,
 )
-
-from conftest import smooth_images
 
 
 @settings(max_examples=30, deadline=None)
@@ -32,7 +30,9 @@ def test_truncation_shapes_rank_and_sign_rule(batch, n, rank, solver, seed):
     x = torch.as_tensor(np.random.default_rng(seed).random((batch, n, n)), dtype=torch.float64)
     t = truncated_svd(x, rank, solver=solver)
     assert t.factor.shape == (batch, n, rank) and t.basis.shape == (batch, n, rank)
-    np.testing.assert_allclose(t.basis.mT @ t.basis, np.broadcast_to(np.eye(rank), (batch, rank, rank)), atol=1e-6)
+    np.testing.assert_allclose(
+        t.basis.mT @ t.basis, np.broadcast_to(np.eye(rank), (batch, rank, rank)), atol=1e-6
+    )
     assert int(torch.linalg.matrix_rank(t.approximation()).max()) <= rank
     idx = t.factor.abs().argmax(dim=1, keepdim=True)
     assert bool((torch.gather(t.factor, 1, idx) >= 0).all())
@@ -48,7 +48,9 @@ def test_subspace_solver_matches_exact_svd_on_image_like_data():
     residual_exact = (x.double() - exact.approximation()).norm(dim=(1, 2))
     assert float((residual_fast / residual_exact).max()) < 1.01
     # Leading factors agree column by column, signs included (the deterministic sign rule).
-    lead = (fast.factor[..., :4].double() - exact.factor[..., :4]).norm(dim=1) / exact.factor[..., :4].norm(dim=1)
+    lead = (fast.factor[..., :4].double() - exact.factor[..., :4]).norm(dim=1) / exact.factor[
+        ..., :4
+    ].norm(dim=1)
     assert float(lead.max()) < 1e-3
 
 
@@ -61,8 +63,11 @@ def test_truncation_does_not_depend_on_the_batch():
 
 @settings(max_examples=50, deadline=None)
 @given(
-    z=arrays(np.float64, st.tuples(st.integers(1, 3), st.integers(1, 8), st.integers(1, 4)),
-             elements=st.floats(-1e6, 1e6)),
+    z=arrays(
+        np.float64,
+        st.tuples(st.integers(1, 3), st.integers(1, 8), st.integers(1, 4)),
+        elements=st.floats(-1e6, 1e6),
+    ),
     bits=st.integers(1, 16),
     clip=st.floats(1e-3, 1e3),
 )

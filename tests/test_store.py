@@ -8,26 +8,29 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from conftest import smooth_images
 from medveil.errors import DatasetLayoutError, ImageLoadError, StoreError
 from medveil.keys import generate_key
 from medveil.layout import scan_dataset
 from medveil.obfuscate import obfuscate_dataset
 from medveil.store import ObfuscatedStore
 
-from conftest import smooth_images
-
 CLASSES = ("alpha", "beta")
 
 
 def write_folder(root, *, per_class=6, size=40, splits=None, seed=0):
-    images = smooth_images(per_class * len(CLASSES) * (len(splits) if splits else 1), size, seed=seed)
+    images = smooth_images(
+        per_class * len(CLASSES) * (len(splits) if splits else 1), size, seed=seed
+    )
     i = 0
     for split in splits or [None]:
         for name in CLASSES:
             folder = root / split / name if split else root / name
             folder.mkdir(parents=True, exist_ok=True)
             for j in range(per_class):
-                Image.fromarray((images[i] * 255).astype(np.uint8)).save(folder / f"patient-{i:03d}.png")
+                Image.fromarray((images[i] * 255).astype(np.uint8)).save(
+                    folder / f"patient-{i:03d}.png"
+                )
                 i += 1
     return root
 
@@ -39,7 +42,9 @@ def key():
 
 def test_obfuscates_a_folder_into_a_readable_store(tmp_path, key):
     src = write_folder(tmp_path / "data")
-    result = obfuscate_dataset(src, key=key, output=tmp_path / "store", files_per_shard=5, device="cpu")
+    result = obfuscate_dataset(
+        src, key=key, output=tmp_path / "store", files_per_shard=5, device="cpu"
+    )
     assert result.images == {"all": 12} and not result.skipped
     store = ObfuscatedStore(tmp_path / "store")
     assert store.classes == CLASSES and store.key_fingerprint == key.fingerprint
@@ -113,15 +118,25 @@ def test_interrupted_run_resumes_and_a_rerun_of_a_complete_store_does_nothing(tm
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        obfuscate_dataset(src, key=key, output=tmp_path / "store", files_per_shard=4,
-                          progress=interrupt, device="cpu")
+        obfuscate_dataset(
+            src,
+            key=key,
+            output=tmp_path / "store",
+            files_per_shard=4,
+            progress=interrupt,
+            device="cpu",
+        )
     assert not (tmp_path / "store" / "manifest.json").exists()
     (tmp_path / "store" / "all" / ".images-00009.npy.stale.tmp").write_bytes(b"partial")
-    result = obfuscate_dataset(src, key=key, output=tmp_path / "store", files_per_shard=4, device="cpu")
+    result = obfuscate_dataset(
+        src, key=key, output=tmp_path / "store", files_per_shard=4, device="cpu"
+    )
     assert result.resumed_shards == 2 and result.images == {"all": 20}
     assert not list((tmp_path / "store").rglob("*.tmp"))
     assert ObfuscatedStore(tmp_path / "store").split("all").labels.tolist() == [0] * 10 + [1] * 10
-    again = obfuscate_dataset(src, key=key, output=tmp_path / "store", files_per_shard=4, device="cpu")
+    again = obfuscate_dataset(
+        src, key=key, output=tmp_path / "store", files_per_shard=4, device="cpu"
+    )
     assert again.already_complete
 
 
@@ -131,7 +146,9 @@ def test_changed_inputs_restart_an_incomplete_store_and_refuse_a_complete_one(tm
     other = generate_key(size=32, rank=6).calibrate(smooth_images(8, 32))
     with pytest.raises(StoreError, match="complete store"):
         obfuscate_dataset(src, key=other, output=tmp_path / "store", device="cpu")
-    result = obfuscate_dataset(src, key=other, output=tmp_path / "store", overwrite=True, device="cpu")
+    result = obfuscate_dataset(
+        src, key=other, output=tmp_path / "store", overwrite=True, device="cpu"
+    )
     assert ObfuscatedStore(tmp_path / "store").key_fingerprint == other.fingerprint
     assert result.images == {"all": 8}
 

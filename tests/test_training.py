@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import smooth_images
 from PIL import Image
 
+from conftest import smooth_images
 from medveil.keys import generate_key
 from medveil.loading import LoadOptions, load_image
 from medveil.obfuscate import obfuscate_dataset

@@ -31,7 +31,9 @@ def _as_batches(images: Any, batch_size: int) -> list[torch.Tensor]:
         if t.ndim == 2:
             t = t[None]
         if t.ndim != 3:
-            raise ValueError(f"calibration images must be (B, n, n) or (B, 1, n, n), got {tuple(t.shape)}")
+            raise ValueError(
+                f"calibration images must be (B, n, n) or (B, 1, n, n), got {tuple(t.shape)}"
+            )
         for start in range(0, len(t), batch_size):
             batches.append(t[start : start + batch_size].to(torch.float32))
     if not batches or sum(len(b) for b in batches) == 0:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -65,10 +65,12 @@ def keygen(
     preset: Annotated[str, typer.Option(help="'multistage' or 'svd'.")] = "multistage",
     size: Annotated[int, typer.Option(help="Working size n (images are n x n).")] = 224,
     rank: Annotated[int, typer.Option(help="Rank k kept by the SVD truncation.")] = 32,
-    bits: Annotated[Optional[int], typer.Option(help="Quantization bits b (multistage).")] = None,
+    bits: Annotated[Optional[int], typer.Option(help="Quantization bits b (multistage; 0 = off).")] = None,
     noise: Annotated[Optional[float], typer.Option(help="Noise level eta (multistage).")] = None,
     left: Annotated[Optional[str], typer.Option(help="'orthogonal', 'block' or 'none'.")] = None,
-    block_size: Annotated[Optional[int], typer.Option(help="Rows per block of a block left projection.")] = None,
+    block_size: Annotated[
+        Optional[int], typer.Option(help="Rows per block of a block left projection.")
+    ] = None,
     right: Annotated[Optional[str], typer.Option(help="'gaussian' or 'none'.")] = None,
     width: Annotated[Optional[int], typer.Option(help="Columns m of R_R (default n).")] = None,
     calibrate: Annotated[
@@ -83,10 +85,11 @@ def keygen(
     from medveil.loading import LoadOptions
 
     try:
-        key = generate_key(
-            preset=preset, size=size, rank=rank, bits=bits, noise=noise, left=left, right=right,
-            width=width, block_size=block_size,
-        )
+        given = dict(noise=noise, left=left, right=right, width=width, block_size=block_size)
+        overrides = {name: value for name, value in given.items() if value is not None}
+        if bits is not None:
+            overrides["bits"] = bits or None  # --bits 0: no quantization
+        key = generate_key(preset=preset, size=size, rank=rank, **overrides)
         if key.params.needs_calibration and calibrate is None:
             raise _fail("the multistage preset needs --calibrate DATASET_DIR")
         if calibrate is not None:
@@ -111,7 +114,9 @@ def obfuscate(
     workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
     files_per_shard: Annotated[int, typer.Option(help="Files per shard.")] = 512,
     device: Annotated[str, typer.Option(help="'cpu', 'cuda' or 'auto'.")] = "auto",
-    skip_bad: Annotated[bool, typer.Option(help="Skip bad files and list them in a report.")] = False,
+    skip_bad: Annotated[
+        bool, typer.Option(help="Skip bad files and list them in a report.")
+    ] = False,
     keep_names: Annotated[bool, typer.Option(help="Store source file names.")] = False,
     percentile: Annotated[
         Optional[str], typer.Option(help="Per-image percentile clipping 'LOW,HIGH'.")
@@ -133,9 +138,17 @@ def obfuscate(
         with _progress() as bar:
             task = bar.add_task("obfuscating", total=None)
             result = obfuscate_dataset(
-                dataset, key=key, output=output, options=options, files_per_shard=files_per_shard,
-                batch_size=batch_size, workers=workers, device=device, skip_bad=skip_bad,
-                keep_names=keep_names, overwrite=overwrite,
+                dataset,
+                key=key,
+                output=output,
+                options=options,
+                files_per_shard=files_per_shard,
+                batch_size=batch_size,
+                workers=workers,
+                device=device,
+                skip_bad=skip_bad,
+                keep_names=keep_names,
+                overwrite=overwrite,
                 progress=lambda n: bar.advance(task, n),
                 on_start=lambda total: bar.update(task, total=total),
             )
@@ -162,7 +175,9 @@ def show(
 
     try:
         key = Key.load(key_file)
-        slices = load_slices(image, options=LoadOptions(size=key.params.size, nifti_axis=nifti_axis))
+        slices = load_slices(
+            image, options=LoadOptions(size=key.params.size, nifti_axis=nifti_axis)
+        )
         picked = slices[len(slices) // 2]
         fig = stage_figure(Obfuscator(key, noise_seed=noise_seed), picked, title=image.name)
         path = save_figure(fig, output)
@@ -197,7 +212,8 @@ def _train_progress(bar: Progress, task: object, name: str) -> Callable[[Any], N
     def update(event: Any) -> None:
         if event.kind == "step":
             bar.update(
-                task, total=event.epochs * event.steps,
+                task,
+                total=event.epochs * event.steps,
                 completed=(event.epoch - 1) * event.steps + event.step,
                 description=f"{name} epoch {event.epoch}/{event.epochs} "
                 f"loss {event.loss:.3f} acc {event.acc:.3f}",
@@ -216,17 +232,27 @@ def _train_progress(bar: Progress, task: object, name: str) -> Callable[[Any], N
 def train_command(
     data: Annotated[Path, typer.Argument(help="An obfuscated store or a plaintext image folder.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Run folder to write.")],
-    model: Annotated[str, typer.Option(help="resnet50, mobilenetv2, inceptionv3 or smallcnn.")] = "smallcnn",
+    model: Annotated[
+        str, typer.Option(help="resnet50, mobilenetv2, inceptionv3 or smallcnn.")
+    ] = "smallcnn",
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 10,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, one-cycle).")] = 1e-3,
-    input_size: Annotated[Optional[int], typer.Option(help="Model input side (default: the model's).")] = None,
-    patience: Annotated[int, typer.Option(help="Early stopping patience (epochs; 0 disables).")] = 5,
+    input_size: Annotated[
+        Optional[int], typer.Option(help="Model input side (default: the model's).")
+    ] = None,
+    patience: Annotated[
+        int, typer.Option(help="Early stopping patience (epochs; 0 disables).")
+    ] = 5,
     val_fraction: Annotated[float, typer.Option(help="Stratified validation fraction.")] = 0.15,
-    test_fraction: Annotated[float, typer.Option(help="Held-out test fraction when the data has no Testing/ split.")] = 0.2,
+    test_fraction: Annotated[
+        float, typer.Option(help="Held-out test fraction when the data has no Testing/ split.")
+    ] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of weights, splits and shuffling.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
-    weights: Annotated[Optional[Path], typer.Option(help="Local pretrained weights (never downloaded).")] = None,
+    weights: Annotated[
+        Optional[Path], typer.Option(help="Local pretrained weights (never downloaded).")
+    ] = None,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUTPUT.")] = False,
 ) -> None:
@@ -235,14 +261,28 @@ def train_command(
 
     try:
         config = TrainConfig(
-            model=model, epochs=epochs, batch_size=batch_size, lr=lr, input_size=input_size,
-            patience=patience or None, val_fraction=val_fraction, test_fraction=test_fraction,
-            seed=seed, device=device, weights=weights, num_workers=workers,
+            model=model,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            input_size=input_size,
+            patience=patience or None,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+            device=device,
+            weights=weights,
+            num_workers=workers,
         )
         with _progress() as bar:
             task = bar.add_task(model, total=None)
-            result = train(data, config=config, run_dir=output, resume=resume,
-                           progress=_train_progress(bar, task, model))
+            result = train(
+                data,
+                config=config,
+                run_dir=output,
+                resume=resume,
+                progress=_train_progress(bar, task, model),
+            )
     except (MedveilError, ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
     console.print(result.summary())
@@ -252,7 +292,10 @@ def train_command(
 def evaluate_command(
     run: Annotated[Path, typer.Argument(help="A run folder from `medveil train`.")],
     data: Annotated[Path, typer.Option("--data", help="Test store or image folder.")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Where to save metrics (default RUN/evaluation).")] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("-o", "--output", help="Where to save metrics (default RUN/evaluation)."),
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
 ) -> None:
     """Accuracy, macro-F1, per-class precision/recall, ROC-AUC and the confusion matrix."""
@@ -271,7 +314,9 @@ def evaluate_command(
 def predict_command(
     run: Annotated[Path, typer.Argument(help="A run folder from `medveil train`.")],
     images: Annotated[list[Path], typer.Argument(help="Image files to classify.")],
-    key_file: Annotated[Optional[Path], typer.Option("--key", help="The key the model was trained under.")] = None,
+    key_file: Annotated[
+        Optional[Path], typer.Option("--key", help="The key the model was trained under.")
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
 ) -> None:
     """Obfuscate new images with the site key and classify them (hospital-side inference)."""
@@ -300,10 +345,17 @@ def predict_command(
 @app.command("sweep-rank")
 def sweep_rank_command(
     dataset: Annotated[Path, typer.Argument(help="Plaintext dataset folder.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for runs, table and plot.")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Folder for runs, table and plot.")
+    ],
     ranks: Annotated[str, typer.Option(help="Comma-separated ranks k.")] = "1,2,4,8,16,32,64",
-    key_file: Annotated[Optional[Path], typer.Option("--key", help="Key whose secret and parameters are used (rank varies).")] = None,
-    preset: Annotated[str, typer.Option(help="Preset when no key is given (a fresh key, kept in memory only).")] = "multistage",
+    key_file: Annotated[
+        Optional[Path],
+        typer.Option("--key", help="Key whose secret and parameters are used (rank varies)."),
+    ] = None,
+    preset: Annotated[
+        str, typer.Option(help="Preset when no key is given (a fresh key, kept in memory only).")
+    ] = "multistage",
     size: Annotated[int, typer.Option(help="Working size n when no key is given.")] = 224,
     model: Annotated[str, typer.Option(help="Model trained for each k.")] = "smallcnn",
     epochs: Annotated[int, typer.Option(help="Epochs per k.")] = 10,
@@ -317,12 +369,22 @@ def sweep_rank_command(
 
     try:
         ks = [int(k) for k in ranks.split(",") if k.strip()]
-        key = Key.load(key_file) if key_file else generate_key(preset=preset, size=size, rank=max(ks))
-        config = TrainConfig(model=model, epochs=epochs, input_size=input_size, seed=seed, device=device)
+        key = (
+            Key.load(key_file) if key_file else generate_key(preset=preset, size=size, rank=max(ks))
+        )
+        config = TrainConfig(
+            model=model, epochs=epochs, input_size=input_size, seed=seed, device=device
+        )
         with _progress() as bar:
             task = bar.add_task("sweep", total=None)
-            result = sweep_rank(dataset, ranks=ks, key=key, config=config, out_dir=output,
-                                progress=lambda k, ev: _train_progress(bar, task, f"k={k}")(ev))
+            result = sweep_rank(
+                dataset,
+                ranks=ks,
+                key=key,
+                config=config,
+                out_dir=output,
+                progress=lambda k, ev: _train_progress(bar, task, f"k={k}")(ev),
+            )
     except (MedveilError, ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
     Console().print(result.table.to_string(index=False))
@@ -349,8 +411,13 @@ def datasets_make(
         with _progress() as bar:
             task = bar.add_task(f"writing {name}", total=per_class * len(DATASETS[name].classes))
             result = write_dataset(
-                name, output, per_class=per_class, size=size, seed=seed,
-                test_fraction=test_fraction, progress=lambda n: bar.advance(task, n),
+                name,
+                output,
+                per_class=per_class,
+                size=size,
+                seed=seed,
+                test_fraction=test_fraction,
+                progress=lambda n: bar.advance(task, n),
             )
     except (MedveilError, ValueError) as exc:
         raise _fail(str(exc)) from None

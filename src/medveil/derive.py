@@ -75,5 +75,7 @@ def keyed_block_orthogonal(secret: bytes, label: str, n: int, block: int) -> np.
     out = np.zeros((n, n))
     for i, start in enumerate(range(0, n, block)):
         size = min(block, n - start)
-        out[start : start + size, start : start + size] = keyed_orthogonal(secret, f"{label}/{i}", size)
+        out[start : start + size, start : start + size] = keyed_orthogonal(
+            secret, f"{label}/{i}", size
+        )
     return out

@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from medveil.errors import InvalidKeyError
 from medveil.derive import (
     DERIVATION,
     keyed_block_orthogonal,
     keyed_gaussian,
     keyed_orthogonal,
 )
+from medveil.errors import InvalidKeyError
 from medveil.stages import Solver
 
 KEY_FORMAT = "medveil-key"
@@ -98,7 +98,9 @@ class SchemeParams:
         if not isinstance(self.size, int) or self.size < 2:
             raise InvalidKeyError(f"size must be an integer >= 2, got {self.size!r}")
         if not isinstance(self.rank, int) or not 1 <= self.rank <= self.size:
-            raise InvalidKeyError(f"rank must be an integer in [1, size={self.size}], got {self.rank!r}")
+            raise InvalidKeyError(
+                f"rank must be an integer in [1, size={self.size}], got {self.rank!r}"
+            )
         if self.bits is not None and (not isinstance(self.bits, int) or not 1 <= self.bits <= 16):
             raise InvalidKeyError(f"bits must be an integer in [1, 16] or None, got {self.bits!r}")
         if not (isinstance(self.noise, (int, float)) and 0.0 <= self.noise < 10.0):
@@ -106,9 +108,13 @@ class SchemeParams:
         if self.width is not None and (not isinstance(self.width, int) or self.width < 1):
             raise InvalidKeyError(f"width must be a positive integer or None, got {self.width!r}")
         if not isinstance(self.block_size, int) or not 1 <= self.block_size <= self.size:
-            raise InvalidKeyError(f"block_size must be an integer in [1, size], got {self.block_size!r}")
+            raise InvalidKeyError(
+                f"block_size must be an integer in [1, size], got {self.block_size!r}"
+            )
         if not 50.0 <= self.clip_percentile <= 100.0:
-            raise InvalidKeyError(f"clip_percentile must be in [50, 100], got {self.clip_percentile!r}")
+            raise InvalidKeyError(
+                f"clip_percentile must be in [50, 100], got {self.clip_percentile!r}"
+            )
         if self.preset is Preset.SVD and (
             self.bits is not None
             or self.noise
@@ -136,7 +142,7 @@ class SchemeParams:
 
     @classmethod
     def for_preset(cls, preset: Preset | str, **overrides: Any) -> SchemeParams:
-        """Defaults of a preset, with explicit overrides."""
+        """Defaults of a preset, with explicit overrides (``bits=None`` switches quantization off)."""
         preset = _enum(Preset, preset, "preset")
         if preset is Preset.SVD:
             base: dict[str, Any] = dict(
@@ -144,7 +150,7 @@ class SchemeParams:
             )
         else:
             base = {}
-        base.update({k: v for k, v in overrides.items() if v is not None})
+        base.update(overrides)
         return cls(preset=preset, **base)
 
     def to_dict(self) -> dict[str, Any]:
@@ -211,7 +217,9 @@ class Key:
         if self.params.left is LeftProjection.NONE:
             return None
         if self.params.left is LeftProjection.BLOCK:
-            return keyed_block_orthogonal(self.secret, "left-block", self.params.size, self.params.block_size)
+            return keyed_block_orthogonal(
+                self.secret, "left-block", self.params.size, self.params.block_size
+            )
         return keyed_orthogonal(self.secret, "left", self.params.size)
 
     def right_matrix(self) -> np.ndarray | None:
@@ -264,9 +272,13 @@ class Key:
         except FileNotFoundError:
             raise InvalidKeyError(f"{source}: no such key file") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidKeyError(f"{source}: not a medveil key file ({exc.__class__.__name__})") from None
+            raise InvalidKeyError(
+                f"{source}: not a medveil key file ({exc.__class__.__name__})"
+            ) from None
         if not isinstance(data, dict) or data.get("format") != KEY_FORMAT:
-            raise InvalidKeyError(f"{source}: not a medveil key file (missing format '{KEY_FORMAT}')")
+            raise InvalidKeyError(
+                f"{source}: not a medveil key file (missing format '{KEY_FORMAT}')"
+            )
         version = data.get("version")
         if version != KEY_VERSION:
             raise InvalidKeyError(

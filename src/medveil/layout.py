@@ -27,7 +27,16 @@ SPLIT_ALIASES = {
 }
 SPLIT_ORDER = ("train", "val", "test", "all")
 IMAGE_SUFFIXES = (
-    ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom", ".nii", ".nii.gz",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".tif",
+    ".tiff",
+    ".bmp",
+    ".dcm",
+    ".dicom",
+    ".nii",
+    ".nii.gz",
 )
 
 
@@ -76,7 +85,8 @@ def _subdirs(folder: Path) -> list[Path]:
 
 def _files(folder: Path) -> list[Path]:
     return sorted(
-        p for p in folder.rglob("*")
+        p
+        for p in folder.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
 
@@ -127,7 +137,9 @@ def scan_dataset(root: str | Path) -> DatasetIndex:
         raise DatasetLayoutError(f"{root}: empty folder (no class sub-folders, no images)")
     for split, items in splits.items():
         if not items:
-            raise DatasetLayoutError(f"{root}: the {split!r} split has no files in its class folders")
+            raise DatasetLayoutError(
+                f"{root}: the {split!r} split has no files in its class folders"
+            )
     return DatasetIndex(root=root, classes=tuple(class_names), splits=splits)
 
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +50,9 @@ class ObfuscationResult:
 
     def summary(self) -> str:
         parts = ", ".join(f"{split}: {n}" for split, n in self.images.items())
-        text = f"{sum(self.images.values())} images ({parts}) from {self.files} files -> {self.store}"
+        text = (
+            f"{sum(self.images.values())} images ({parts}) from {self.files} files -> {self.store}"
+        )
         if self.already_complete:
             return text + " (already complete; nothing to do)"
         text += f" in {self.seconds:.1f} s ({self.images_per_second:.0f} images/s)"
@@ -72,15 +74,21 @@ def resolve_device(device: str) -> torch.device:
 
 
 def _plan(
-    index: DatasetIndex, key: Key, options: LoadOptions, files_per_shard: int,
-    keep_names: bool, skip_bad: bool,
+    index: DatasetIndex,
+    key: Key,
+    options: LoadOptions,
+    files_per_shard: int,
+    keep_names: bool,
+    skip_bad: bool,
 ) -> dict[str, object]:
     """What identifies a run: a rerun with an equal plan resumes, a different one starts clean."""
     listing = hashlib.sha256()
     for split, items in index.splits.items():
         for item in items:
             stat = (index.root / item.path).stat()
-            listing.update(f"{split}\0{item.path}\0{item.label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            listing.update(
+                f"{split}\0{item.path}\0{item.label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
+            )
     return {
         "format_version": STORE_VERSION,
         "files": listing.hexdigest(),
@@ -149,7 +157,9 @@ def obfuscate_dataset(
     if writer.complete:
         manifest = json.loads((output / "manifest.json").read_text())
         images = {s: v["count"] for s, v in manifest["splits"].items()}
-        return ObfuscationResult(store=output, images=images, files=len(index), already_complete=True)
+        return ObfuscationResult(
+            store=output, images=images, files=len(index), already_complete=True
+        )
 
     records: dict[str, list[ShardRecord]] = {}
     skipped: list[SkippedFile] = []
@@ -185,15 +195,21 @@ def obfuscate_dataset(
                 labels.extend([item.label] * len(result))
                 if keep_names:
                     names.extend(
-                        [str(item.path)] if len(result) == 1
+                        [str(item.path)]
+                        if len(result) == 1
                         else [f"{item.path}#{i}" for i in range(len(result))]
                     )
             outputs = _transform(
                 obfuscator, arrays, batch_size=batch_size, device=dev, shape=key.params.out_shape
             )
             record = writer.write_shard(
-                split=split, index=shard, images=outputs, labels=np.asarray(labels, np.int64),
-                classes=index.classes, skipped=len(bad), names=names if keep_names else None,
+                split=split,
+                index=shard,
+                images=outputs,
+                labels=np.asarray(labels, np.int64),
+                classes=index.classes,
+                skipped=len(bad),
+                names=names if keep_names else None,
             )
             records.setdefault(split, []).append(record)
             skipped.extend(bad)
@@ -207,13 +223,22 @@ def obfuscate_dataset(
     if sum(images.values()) == 0:
         raise StoreError(f"{index.root}: no image could be loaded (all files were bad)")
     return ObfuscationResult(
-        store=output, images=images, files=len(index), skipped=skipped, resumed_shards=resumed,
-        seconds=time.perf_counter() - started, skipped_report=report,
+        store=output,
+        images=images,
+        files=len(index),
+        skipped=skipped,
+        resumed_shards=resumed,
+        seconds=time.perf_counter() - started,
+        skipped_report=report,
     )
 
 
 def _transform(
-    obfuscator: Obfuscator, arrays: list[np.ndarray], *, batch_size: int, device: torch.device,
+    obfuscator: Obfuscator,
+    arrays: list[np.ndarray],
+    *,
+    batch_size: int,
+    device: torch.device,
     shape: tuple[int, int],
 ) -> np.ndarray:
     out = np.empty((len(arrays), *shape), dtype=np.float32)
@@ -240,8 +265,13 @@ def _write_skipped_report(
 
 
 def _finalize(
-    writer: StoreWriter, index: DatasetIndex, key: Key, records: dict[str, list[ShardRecord]],
-    *, keep_names: bool, options: LoadOptions,
+    writer: StoreWriter,
+    index: DatasetIndex,
+    key: Key,
+    records: dict[str, list[ShardRecord]],
+    *,
+    keep_names: bool,
+    options: LoadOptions,
 ) -> None:
     splits = {}
     for split, recs in records.items():
@@ -269,7 +299,7 @@ def _finalize(
             "format": STORE_FORMAT,
             "format_version": STORE_VERSION,
             "medveil_version": medveil.__version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "preset": str(key.params.preset),
             "params": key.params.to_dict(),
             "key_fingerprint": key.fingerprint,

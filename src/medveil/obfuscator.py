@@ -86,6 +86,7 @@ class Obfuscator:
     def _matrices(self, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         name = f"{device}/{self.dtype}"
         if name not in self._cache:
+
             def move(m: np.ndarray | None) -> torch.Tensor | None:
                 return None if m is None else torch.as_tensor(m, dtype=self.dtype, device=device)
 
@@ -126,7 +127,9 @@ class Obfuscator:
             out = out.cpu().numpy()
             return out[0] if images.ndim == 2 else out
         if not isinstance(images, torch.Tensor):
-            raise TypeError(f"expected a torch.Tensor or numpy.ndarray, got {type(images).__name__}")
+            raise TypeError(
+                f"expected a torch.Tensor or numpy.ndarray, got {type(images).__name__}"
+            )
         if images.ndim == 4:
             if images.shape[1] != 1:
                 raise ValueError(f"expected one channel (B, 1, n, n), got {tuple(images.shape)}")

@@ -172,7 +172,11 @@ class StoreWriter:
         atomic_save_npy(folder / f"labels-{stem}.npy", labels.astype(np.int64))
         if names is not None:
             atomic_write_json(folder / f"names-{stem}.json", names)
-        counts = np.bincount(labels, minlength=len(classes)) if len(labels) else np.zeros(len(classes), int)
+        counts = (
+            np.bincount(labels, minlength=len(classes))
+            if len(labels)
+            else np.zeros(len(classes), int)
+        )
         per_class = {name: int(c) for name, c in zip(classes, counts)}
         record = ShardRecord(split, index, int(len(labels)), per_class, skipped)
         atomic_write_json(

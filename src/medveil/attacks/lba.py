@@ -1,0 +1,71 @@
+"""Leading Bit Attack (LBA): keep only the most significant bits of the re-quantized factor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from medveil.attacks.base import AttackContext, ReconstructionAttack, Reconstructor, ThreatModel
+from medveil.attacks.recovery import estimate_clip, factor_inverse, public_basis
+from medveil.stages import dequantize, quantize
+
+
+def leading_bits(codes: torch.Tensor, *, bits: int, keep: int) -> torch.Tensor:
+    """Keep the ``keep`` most significant of ``bits`` bits of each code.
+
+    The dropped bits are replaced by the middle of their range,
+    ``((q >> d) << d) + 2^(d-1)`` with ``d = bits - keep``, the unbiased choice under a uniform
+    prior (plain truncation would shift every value down by half a coarse step).
+    """
+    drop = bits - keep
+    if drop == 0:
+        return codes
+    coarse = (codes >> drop) << drop
+    return (coarse + (1 << (drop - 1))).clamp(max=(1 << bits) - 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeadingBitAttack(ReconstructionAttack):
+    """For ``t = 1 ... b``: ``X_hat_t = deq(MSB_t(Q_b(Z_hat))) V_hat^T``; reports every ``t``.
+
+    ``Z_hat`` is recovered as in :class:`~medveil.attacks.public_basis.PublicBasisAttack`
+    (key under A3, least-squares projection from the pairs under A2), then re-quantized to
+    ``b`` bits over ``[-c, c]`` with ``c`` from the leaked key or re-calibrated on the public
+    images (A2). Uses: public images, and the key (A3) or pairs (A2). The result's metrics are
+    those of the best ``t`` (``extra["best_variant"]``); every ``t`` is in ``extra["variants"]``.
+
+    Parameters
+    ----------
+    bits
+        ``b``; defaults to the scheme's ``bits`` (8 when the scheme does not quantize).
+    basis_passes
+        Sign-alignment passes of the public-basis estimate.
+    """
+
+    name: ClassVar[str] = "lba"
+    threats: ClassVar[frozenset[ThreatModel]] = frozenset({ThreatModel.A2, ThreatModel.A3})
+
+    bits: int | None = None
+    basis_passes: int = 2
+
+    def fit(
+        self, context: AttackContext, observed: torch.Tensor, extra: dict[str, Any]
+    ) -> Reconstructor:
+        bits = self.bits or context.params.bits or 8
+        clip = estimate_clip(context)
+        basis = public_basis(context, passes=self.basis_passes)
+        invert = factor_inverse(context)
+
+        def reconstruct(y: torch.Tensor) -> dict[str, torch.Tensor]:
+            codes = quantize(invert(y), bits=bits, clip=clip)
+            return {
+                f"t={t}": dequantize(
+                    leading_bits(codes, bits=bits, keep=t), bits=bits, clip=clip, dtype=y.dtype
+                )
+                @ basis.mT
+                for t in range(1, bits + 1)
+            }
+
+        return reconstruct

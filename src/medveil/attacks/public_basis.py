@@ -1,0 +1,55 @@
+"""Public-basis attack (PB): re-synthesise the image from the recovered factor and a basis
+estimated on public images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from medveil.attacks.base import AttackContext, ReconstructionAttack, Reconstructor, ThreatModel
+from medveil.attacks.recovery import factor_inverse, public_basis
+from medveil.keys import Preset
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublicBasisAttack(ReconstructionAttack):
+    """``X_hat = Z_hat V_hat^T``.
+
+    Uses: the public images (for ``V_hat``, :func:`~medveil.attacks.recovery.public_basis`) and
+    whatever recovers ``Z_hat`` from ``Y``: the output itself for ``svd`` (A1-A3); for
+    ``multistage`` the leaked key (A3, ``Z_hat = R_L^T (sigma Y + mu) R_R^+``) or a projection
+    fitted by least squares on the known pairs (A2).
+
+    Parameters
+    ----------
+    basis_passes
+        Sign-alignment passes of the public-basis estimate.
+    """
+
+    name: ClassVar[str] = "public_basis"
+    threats: ClassVar[frozenset[ThreatModel]] = frozenset(
+        {ThreatModel.A1, ThreatModel.A2, ThreatModel.A3}
+    )
+
+    basis_passes: int = 2
+
+    def applicable(self, context: AttackContext) -> str | None:
+        reason = super().applicable(context)
+        if (
+            reason is None
+            and context.params.preset is Preset.MULTISTAGE
+            and context.threat is ThreatModel.A1
+        ):
+            return (
+                "public_basis on multistage needs the key (A3) or pairs (A2) to undo the projection"
+            )
+        return reason
+
+    def fit(
+        self, context: AttackContext, observed: torch.Tensor, extra: dict[str, Any]
+    ) -> Reconstructor:
+        basis = public_basis(context, passes=self.basis_passes)
+        invert = factor_inverse(context)
+        return lambda y: {"pb": invert(y) @ basis.mT}

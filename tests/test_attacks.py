@@ -1,0 +1,522 @@
+"""The attack suite: each attack succeeds where the scheme is invertible for it and fails where it
+must (wrong key, missing shared key, indistinguishable images), so a broken attack cannot pass.
+
+Two synthetic families keep the tests fast at 32 x 32:
+
+- ``plaid``: ``X = c 1 1^T + sum_j a_j g_j h_j^T`` with fixed orthonormal DCT column profiles
+  ``h_j`` and per-image orthonormal smooth row profiles ``g_j`` (orthogonal to 1, sign-fixed
+  by the scheme's rule) and amplitudes in disjoint ranges. Every image has the same right
+  singular vectors ``h_j`` in the same order and sign, so ``Z = X V`` is linear in ``X`` and
+  every stage is invertible given the key: the setting where each attack must succeed. The
+  public mean image is a poor guess (SSIM ~0.4), so returning it cannot pass.
+- ``blobs``: sums of Gaussian blobs, natural-image-like spectra, for re-identification and the
+  end-to-end suite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from medveil.attacks import (
+    AttackContext,
+    AttackResult,
+    CovarianceAttack,
+    DisjointnessError,
+    GramAttack,
+    KnownPlaintextDecoderAttack,
+    KnownPlaintextLinearAttack,
+    LeadingBitAttack,
+    MinimumDifferenceAttack,
+    MinimumDifferencePoolAttack,
+    NotApplicableError,
+    PublicBasisAttack,
+    ReidentificationAttack,
+    ThreatModel,
+    Victims,
+    run_suite,
+)
+from medveil.attacks.gram import fit_gram, sign_rule
+from medveil.attacks.recovery import factors
+from medveil.keys import Key, SchemeParams, generate_key
+from medveil.metrics import ssim
+from medveil.obfuscator import Obfuscator
+
+N = 32
+RANK = 5  # true rank of the plaid images
+
+
+def _smooth_profiles(rng: np.random.Generator, count: int) -> np.ndarray:
+    t = np.linspace(0, 1, N)
+    return np.stack(
+        [
+            sum(
+                rng.normal() * np.exp(-((t - rng.uniform()) ** 2) / (2 * 0.12**2)) for _ in range(4)
+            )
+            for _ in range(count)
+        ]
+    )
+
+
+def plaid(count: int, seed: int, *, shared_rows: bool = False) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    col = np.arange(N)
+    h = np.stack([np.cos(np.pi * (col + 0.5) * j / N) for j in range(RANK)], axis=1)
+    h /= np.linalg.norm(h, axis=0)
+    fixed = _smooth_profiles(np.random.default_rng(12345), RANK - 1)
+    out = np.zeros((count, N, N))
+    for i in range(count):
+        profiles = fixed if shared_rows else _smooth_profiles(rng, RANK - 1)
+        rows = [np.ones(N) / np.sqrt(N)]
+        for p in profiles:  # Gram-Schmidt against the constant and each other
+            for b in rows:
+                p = p - (p @ b) * b
+            p = p / np.linalg.norm(p)
+            rows.append(p * np.sign(p[np.argmax(np.abs(p))]))  # the scheme's sign rule: v_j = +h_j
+        amps = [
+            rng.uniform(0.9, 1.4),
+            rng.uniform(0.45, 0.8),
+            rng.uniform(0.2, 0.4),
+            rng.uniform(0.05, 0.15),
+        ]
+        x = sum(a * np.outer(rows[j + 1], h[:, j + 1]) for j, a in enumerate(amps))
+        x = x - x.min() + rng.uniform(0.0, 0.2)
+        out[i] = x / (x.max() + rng.uniform(0.0, 0.2))
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def blobs(count: int, seed: int) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:N, 0:N] / N
+    out = np.zeros((count, N, N))
+    for i in range(count):
+        for _ in range(6):
+            cy, cx, s = rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85), rng.uniform(0.05, 0.2)
+            out[i] += rng.uniform(0.3, 1.0) * np.exp(
+                -((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s)
+            )
+        out[i] /= out[i].max()
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def pinned(params: SchemeParams, label: str) -> Key:
+    """A key with a fixed secret, so that every run tests the same matrices."""
+    return Key(secret=hashlib.sha256(label.encode()).digest(), params=params)
+
+
+def exact_key(public: torch.Tensor, *, rank: int = N, **params: object) -> Key:
+    """Multistage key weakened to be invertible: no quantization, no noise."""
+    scheme = SchemeParams(preset="multistage", size=N, rank=rank, bits=None, noise=0.0, **params)
+    return pinned(scheme, "victims").calibrate(public)
+
+
+def twin(key: Key, public: torch.Tensor, label: str = "other") -> Key:
+    """Another key with the same parameters (the attacker's wrong guess, or another site)."""
+    return pinned(key.params, label).calibrate(public)
+
+
+def victims_of(images: torch.Tensor, key: Key) -> Victims:
+    return Victims.obfuscate(images, Obfuscator(key, noise_seed=0))
+
+
+def mean_ssim(result: AttackResult) -> float:
+    return float(result.summary()["ssim_mean"])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread() -> Iterator[None]:
+    # 32 x 32 tensors gain nothing from intra-op threads, and on a busy 2-core machine the
+    # thread hand-offs made the decoder's steps 6x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def plaid_sets() -> dict[str, torch.Tensor]:
+    return {"public": plaid(60, 1), "victims": plaid(12, 2), "pairs": plaid(200, 3)}
+
+
+def test_plaid_family_is_a_discriminating_test_bed(plaid_sets: dict[str, torch.Tensor]) -> None:
+    public, victims = plaid_sets["public"], plaid_sets["victims"]
+    guess = public.mean(dim=0).expand_as(victims)
+    assert float(ssim(victims, guess).mean()) < 0.5
+
+
+# --- key-based attacks (A3) and the svd preset -------------------------------------------------
+
+
+def test_public_basis_inverts_exact_scheme_and_fails_with_wrong_key(
+    plaid_sets: dict[str, torch.Tensor],
+) -> None:
+    public, images = plaid_sets["public"], plaid_sets["victims"]
+    key = exact_key(public)
+    victims = victims_of(images, key)
+    right = AttackContext(threat=ThreatModel.A3, params=key.params, public=public, key=key)
+    wrong = AttackContext(
+        threat=ThreatModel.A3, params=key.params, public=public, key=twin(key, public)
+    )
+    assert mean_ssim(PublicBasisAttack().run(right, victims)) > 0.99
+    assert mean_ssim(PublicBasisAttack().run(wrong, victims)) < 0.2
+
+
+def test_public_basis_on_svd_preset_needs_no_key(plaid_sets: dict[str, torch.Tensor]) -> None:
+    public, images = plaid_sets["public"], plaid_sets["victims"]
+    key = generate_key(preset="svd", size=N, rank=8)
+    context = AttackContext(threat=ThreatModel.A1, params=key.params, public=public)
+    result = PublicBasisAttack().run(context, victims_of(images, key), keep_reconstructions=True)
+    assert mean_ssim(result) > 0.99
+    assert result.reconstructions is not None and result.reconstructions.shape == images.shape
+
+
+def test_public_basis_on_multistage_needs_key_or_pairs(plaid_sets: dict[str, torch.Tensor]) -> None:
+    key = exact_key(plaid_sets["public"])
+    context = AttackContext(threat=ThreatModel.A1, params=key.params, public=plaid_sets["public"])
+    with pytest.raises(NotApplicableError, match="A3"):
+        PublicBasisAttack().run(context, victims_of(plaid_sets["victims"], key))
+
+
+def test_leading_bit_attack_reports_every_t_and_fails_with_wrong_key(
+    plaid_sets: dict[str, torch.Tensor],
+) -> None:
+    public, images = plaid_sets["public"], plaid_sets["victims"]
+    key = exact_key(public)
+    victims = victims_of(images, key)
+    result = LeadingBitAttack().run(
+        AttackContext(threat=ThreatModel.A3, params=key.params, public=public, key=key), victims
+    )
+    variants = result.extra["variants"]
+    assert set(variants) == {f"t={t}" for t in range(1, 9)}
+    assert result.extra["best_variant"] == "t=8"
+    assert mean_ssim(result) > 0.9
+    assert (
+        variants["t=1"]["ssim_mean"] < variants["t=4"]["ssim_mean"] < variants["t=8"]["ssim_mean"]
+    )
+    wrong = AttackContext(
+        threat=ThreatModel.A3, params=key.params, public=public, key=twin(key, public)
+    )
+    assert mean_ssim(LeadingBitAttack().run(wrong, victims)) < 0.2
+
+
+def test_leading_bit_attack_under_a2_estimates_the_projection(
+    plaid_sets: dict[str, torch.Tensor],
+) -> None:
+    public, images, pairs = plaid_sets["public"], plaid_sets["victims"], plaid_sets["pairs"]
+    key = exact_key(public, rank=RANK)
+    known = victims_of(pairs, key)
+    context = AttackContext(
+        threat=ThreatModel.A2,
+        params=key.params,
+        public=public,
+        pair_originals=known.originals,
+        pair_obfuscated=known.obfuscated,
+    )
+    assert mean_ssim(LeadingBitAttack().run(context, victims_of(images, key))) > 0.9
+    # Pairs under another key teach the wrong projection.
+    assert mean_ssim(LeadingBitAttack().run(context, victims_of(images, twin(key, public)))) < 0.2
+
+
+def test_minimum_difference_attack_solves_its_problem(plaid_sets: dict[str, torch.Tensor]) -> None:
+    public, images = plaid_sets["public"], plaid_sets["victims"][:4]
+    key = exact_key(public, rank=RANK)
+    victims = victims_of(images, key)
+    context = AttackContext(threat=ThreatModel.A3, params=key.params, public=public, key=key)
+    start = MinimumDifferenceAttack(steps=0).run(context, victims)
+    result = MinimumDifferenceAttack(steps=150, tv_weight=0.0).run(
+        context, victims, keep_reconstructions=True
+    )
+    # The data term is driven down 10x and what it identifies (X X^T, hence the spectrum) matches
+    # on the leading, energy-carrying values; the scheme hides V_k, so the image itself is not
+    # identified from the public mean. (A local search: weak trailing components can be lost.)
+    assert start.extra["relative_residual_mean"] > 0.01
+    assert result.extra["relative_residual_mean"] < start.extra["relative_residual_mean"] / 10
+    assert result.reconstructions is not None
+    spectrum = torch.linalg.svdvals(result.reconstructions.double())[:, :3]
+    np.testing.assert_allclose(spectrum, torch.linalg.svdvals(images.double())[:, :3], rtol=0.02)
+
+
+def test_minimum_difference_attack_from_public_basis(plaid_sets: dict[str, torch.Tensor]) -> None:
+    public, images = plaid_sets["public"], plaid_sets["victims"][:4]
+    key = exact_key(public, rank=RANK)
+    victims = victims_of(images, key)
+    attack = MinimumDifferenceAttack(steps=30, tv_weight=0.0, init="public_basis")
+    right = AttackContext(threat=ThreatModel.A3, params=key.params, public=public, key=key)
+    wrong = AttackContext(
+        threat=ThreatModel.A3, params=key.params, public=public, key=twin(key, public)
+    )
+    assert mean_ssim(attack.run(right, victims)) > 0.9
+    assert mean_ssim(attack.run(wrong, victims)) < 0.3
+
+
+def test_minimum_difference_pool_reidentifies_with_key_only(
+    plaid_sets: dict[str, torch.Tensor],
+) -> None:
+    public, images = plaid_sets["public"], plaid_sets["victims"]
+    key = pinned(SchemeParams(preset="multistage", size=N, rank=N), "noisy").calibrate(public)
+    victims = victims_of(images, key)
+    right = MinimumDifferencePoolAttack().run(
+        AttackContext(threat=ThreatModel.A3, params=key.params, public=public, key=key), victims
+    )
+    wrong = MinimumDifferencePoolAttack().run(
+        AttackContext(
+            threat=ThreatModel.A3, params=key.params, public=public, key=twin(key, public)
+        ),
+        victims,
+    )
+    assert right.summary()["top1_mean"] == 1.0
+    assert wrong.summary()["top1_mean"] <= 0.25
+    assert right.extra["pool_size"] == len(public) + len(images)
+
+
+# --- known-plaintext attacks (A2) -------------------------------------------------------------
+
+
+def _a2(key: Key, sets: dict[str, torch.Tensor]) -> AttackContext:
+    known = victims_of(sets["pairs"], key)
+    return AttackContext(
+        threat=ThreatModel.A2,
+        params=key.params,
+        public=sets["public"],
+        pair_originals=known.originals,
+        pair_obfuscated=known.obfuscated,
+    )
+
+
+def test_known_plaintext_linear(plaid_sets: dict[str, torch.Tensor]) -> None:
+    key = exact_key(plaid_sets["public"])
+    context = _a2(key, plaid_sets)
+    attack = KnownPlaintextLinearAttack(alpha=1e-6)
+    assert mean_ssim(attack.run(context, victims_of(plaid_sets["victims"], key))) > 0.9
+    other = twin(key, plaid_sets["public"])
+    assert mean_ssim(attack.run(context, victims_of(plaid_sets["victims"], other))) < 0.3
+
+
+def test_known_plaintext_decoder_learns_within_budget(plaid_sets: dict[str, torch.Tensor]) -> None:
+    key = exact_key(plaid_sets["public"])
+    context = _a2(key, plaid_sets)
+    calls: list[tuple[int, int, float]] = []
+    attack = KnownPlaintextDecoderAttack(
+        channels=2,
+        width=4,
+        max_steps=150,
+        max_seconds=60,
+        batch_size=16,
+        lr=1e-2,
+        progress=lambda step, total, loss: calls.append((step, total, loss)),
+        progress_every=50,
+    )
+    result = attack.run(context, victims_of(plaid_sets["victims"], key))
+    assert result.extra["steps"] == 150 and [c[:2] for c in calls] == [
+        (50, 150),
+        (100, 150),
+        (150, 150),
+    ]
+    assert mean_ssim(result) > 0.85
+    other = twin(key, plaid_sets["public"])
+    assert mean_ssim(attack.run(context, victims_of(plaid_sets["victims"], other))) < 0.4
+    assert "progress" not in result.parameters
+
+
+def test_decoder_time_budget_stops_training(plaid_sets: dict[str, torch.Tensor]) -> None:
+    key = exact_key(plaid_sets["public"])
+    result = KnownPlaintextDecoderAttack(channels=2, width=4, max_steps=10**6, max_seconds=0.5).run(
+        _a2(key, plaid_sets), victims_of(plaid_sets["victims"][:2], key)
+    )
+    assert 0 < result.extra["steps"] < 10**6 and result.extra["train_seconds"] < 5
+
+
+# --- keyless attacks (A1) ---------------------------------------------------------------------
+
+
+def test_gram_attack_recovers_factors_without_the_key() -> None:
+    public, images = plaid(60, 1), plaid(80, 2)
+    key = exact_key(public, rank=RANK, left="none")
+    victims = victims_of(images, key)
+    context = AttackContext(threat=ThreatModel.A1, params=key.params, public=public)
+    recovered = sign_rule(fit_gram(victims.obfuscated, context, seed=0)(victims.obfuscated))
+    truth = factors(images, context)
+    cos = (recovered * truth).sum(dim=1) / (recovered.norm(dim=1) * truth.norm(dim=1))
+    assert float(cos.min()) > 0.999
+    assert mean_ssim(GramAttack().run(context, victims)) > 0.95
+    # Each image under its own key: no shared row space, nothing to diagonalise jointly.
+    mixed = torch.cat(
+        [
+            victims_of(images[i : i + 1], twin(key, public[:4], f"site{i}")).obfuscated
+            for i in range(len(images))
+        ]
+    )
+    assert mean_ssim(GramAttack().run(context, Victims(images, mixed, victims.ids))) < 0.3
+
+
+def test_gram_attack_does_not_apply_with_left_projection() -> None:
+    public = plaid(10, 1)
+    key = exact_key(public, rank=RANK)
+    context = AttackContext(threat=ThreatModel.A1, params=key.params, public=public)
+    assert "covariance" in (GramAttack().applicable(context) or "")
+
+
+@pytest.mark.parametrize("right", ["gaussian", "none"])
+def test_covariance_attack_undoes_a_fixed_left_projection(right: str) -> None:
+    # Shared row profiles give a stable column covariance: the PCA attack's favourable case.
+    public, images = plaid(100, 1, shared_rows=True), plaid(60, 2, shared_rows=True)
+    key = exact_key(public, rank=RANK, right=right)
+    victims = victims_of(images, key)
+    context = AttackContext(threat=ThreatModel.A1, params=key.params, public=public)
+    assert mean_ssim(CovarianceAttack().run(context, victims)) > 0.95
+    mixed = torch.cat(
+        [
+            victims_of(images[i : i + 1], twin(key, public[:4], f"site{i}")).obfuscated
+            for i in range(len(images))
+        ]
+    )
+    assert mean_ssim(CovarianceAttack().run(context, Victims(images, mixed, victims.ids))) < 0.5
+
+
+# --- re-identification ------------------------------------------------------------------------
+
+
+def test_reid_matches_by_spectrum_on_svd_preset() -> None:
+    public, images = blobs(80, 1), blobs(20, 2)
+    key = generate_key(preset="svd", size=N, rank=8)
+    result = ReidentificationAttack().run(
+        AttackContext(threat=ThreatModel.A1, params=key.params, public=public),
+        victims_of(images, key),
+    )
+    summary = result.summary()
+    assert summary["chance_top1"] == pytest.approx(1 / 100)
+    assert summary["top1_mean"] > 0.9 and summary["top5_mean"] >= summary["top1_mean"]
+
+
+def test_reid_is_at_chance_when_spectra_are_identical() -> None:
+    # Circular vertical shifts of one image all have the same singular values.
+    base = blobs(1, 3)[0]
+    shifted = torch.stack([torch.roll(base, s, dims=0) for s in range(N)])
+    key = generate_key(preset="svd", size=N, rank=8)
+    context = AttackContext(threat=ThreatModel.A1, params=key.params, public=shifted[::2])
+    result = ReidentificationAttack().run(context, victims_of(shifted[1::2], key))
+    assert result.summary()["top1_mean"] <= 0.25
+
+
+# --- knowledge, disjointness, results ---------------------------------------------------------
+
+
+def test_disjointness_is_enforced_by_content_and_by_id(plaid_sets: dict[str, torch.Tensor]) -> None:
+    public, images = plaid_sets["public"], plaid_sets["victims"]
+    key = exact_key(public)
+    context = AttackContext(threat=ThreatModel.A3, params=key.params, public=public, key=key)
+    with pytest.raises(DisjointnessError, match="victims and public share 2"):
+        PublicBasisAttack().run(context, victims_of(torch.cat([images, public[:2]]), key))
+    named = AttackContext(
+        threat=ThreatModel.A3,
+        params=key.params,
+        public=public,
+        key=key,
+        public_ids=tuple(f"p{i}" for i in range(len(public))),
+    )
+    clash = Victims.obfuscate(
+        images, Obfuscator(key), ids=["p0"] + [f"v{i}" for i in range(1, len(images))]
+    )
+    with pytest.raises(DisjointnessError, match="p0"):
+        PublicBasisAttack().run(named, clash)
+    known = victims_of(public[:3], key)
+    with pytest.raises(DisjointnessError, match="public and pairs"):
+        AttackContext(
+            threat=ThreatModel.A2,
+            params=key.params,
+            public=public,
+            pair_originals=known.originals,
+            pair_obfuscated=known.obfuscated,
+        )
+    with pytest.raises(DisjointnessError):
+        run_suite(key, public=public, victims=torch.cat([images, public[:1]]), threats=["A1"])
+
+
+def test_context_grants_exactly_the_threat_models_knowledge(
+    plaid_sets: dict[str, torch.Tensor],
+) -> None:
+    public = plaid_sets["public"]
+    key = exact_key(public)
+    with pytest.raises(ValueError, match="only under A3"):
+        AttackContext(threat=ThreatModel.A1, params=key.params, public=public, key=key)
+    with pytest.raises(ValueError, match="public images are required"):
+        AttackContext(threat=ThreatModel.A3, params=key.params, key=key)
+    with pytest.raises(ValueError, match="only under A2"):
+        AttackContext(threat=ThreatModel.A2, params=key.params, public=public)
+    context = AttackContext(threat="A1", params=key.params, public=public)
+    with pytest.raises(NotApplicableError, match="A2, A3"):
+        LeadingBitAttack().run(context, victims_of(plaid_sets["victims"], key))
+
+
+def test_result_round_trips_through_json_and_csv(
+    plaid_sets: dict[str, torch.Tensor], tmp_path
+) -> None:
+    public, images = plaid_sets["public"], plaid_sets["victims"]
+    key = generate_key(preset="svd", size=N, rank=RANK)
+    context = AttackContext(threat=ThreatModel.A1, params=key.params, public=public)
+    result = PublicBasisAttack().run(context, victims_of(images, key))
+    result.metrics["psnr"][0] = np.inf  # a perfect reconstruction must survive strict JSON
+    text = result.to_json()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    back = AttackResult.from_json(text)
+    assert (
+        back.attack == "public_basis" and back.threat is ThreatModel.A1 and back.ids == result.ids
+    )
+    for name, values in result.metrics.items():
+        np.testing.assert_array_equal(back.metrics[name], values)
+    np.testing.assert_equal(back.summary(), result.summary())
+    frame = result.to_frame()
+    assert list(frame.columns[:3]) == ["id", "attack", "threat"] and len(frame) == len(images)
+    path = result.to_csv(tmp_path / "pb.csv")
+    assert path.read_text().splitlines()[0].startswith("id,attack,threat,ssim")
+    reid = ReidentificationAttack().run(context, victims_of(images, key))
+    np.testing.assert_equal(AttackResult.from_json(reid.to_json()).summary(), reid.summary())
+
+
+def test_run_suite_runs_every_applicable_attack() -> None:
+    public, pairs, images = blobs(40, 1), blobs(40, 2), blobs(8, 3)
+    key = generate_key(preset="multistage", size=N, rank=8).calibrate(public)
+    attacks = [
+        PublicBasisAttack(),
+        LeadingBitAttack(),
+        MinimumDifferenceAttack(steps=5),
+        MinimumDifferencePoolAttack(),
+        KnownPlaintextLinearAttack(),
+        KnownPlaintextDecoderAttack(channels=2, width=4, max_steps=5),
+        ReidentificationAttack(),
+        GramAttack(),
+        CovarianceAttack(),
+    ]
+    suite = run_suite(
+        key, public=public, victims=images, pairs=pairs, attacks=attacks, noise_seed=0
+    )
+    ran = {(r.attack, str(r.threat)) for r in suite.results}
+    assert ran == {
+        ("reid", "A1"),
+        ("covariance", "A1"),
+        ("public_basis", "A2"),
+        ("lba", "A2"),
+        ("kpl", "A2"),
+        ("kpd", "A2"),
+        ("reid", "A2"),
+        ("covariance", "A2"),
+        ("public_basis", "A3"),
+        ("lba", "A3"),
+        ("mda", "A3"),
+        ("mda_pool", "A3"),
+        ("reid", "A3"),
+        ("covariance", "A3"),
+    }
+    skipped = {(a, t) for a, t, _ in suite.skipped}
+    assert ("gram", "A1") in skipped and ("mda", "A1") in skipped
+    table = suite.summary()
+    assert len(table) == len(suite.results) and {
+        "ssim_mean",
+        "psnr_unclipped_mean",
+        "top1_mean",
+    } <= set(table.columns)
