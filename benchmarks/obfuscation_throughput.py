@@ -78,7 +78,7 @@ def naive_loop(images: np.ndarray, key, obfuscator: Obfuscator) -> float:
     levels = (1 << key.params.bits) - 1
     start = time.perf_counter()
     for x in images:
-        u, s, _ = np.linalg.svd(x.astype(np.float64))
+        u, s, _ = np.linalg.svd(x)
         z = u[:, :K] * s[:K]
         idx = np.abs(z).argmax(axis=0)
         z = z * np.sign(z[idx, np.arange(K)])

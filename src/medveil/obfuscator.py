@@ -25,7 +25,8 @@ from medveil.stages import (
 class StageOutputs:
     """Every intermediate of one batch, ``(B, ...)`` tensors.
 
-    ``codes`` is ``None`` without quantization. ``output`` is what leaves the custodian.
+    ``codes`` is ``None`` without quantization. ``output`` is what leaves the custodian: the
+    projection, standardised with the calibration constants.
     """
 
     image: torch.Tensor
@@ -33,7 +34,6 @@ class StageOutputs:
     codes: torch.Tensor | None
     quantized: torch.Tensor
     noised: torch.Tensor
-    projected: torch.Tensor
     output: torch.Tensor
 
 
@@ -100,7 +100,7 @@ class Obfuscator:
         trunc = truncated_svd(x, p.rank, solver=p.solver)
         z = trunc.factor
         if p.preset is Preset.SVD:
-            return StageOutputs(x, trunc, None, z, z, z, z)
+            return StageOutputs(x, trunc, None, z, z, z)
         cal = self.key.calibration
         assert cal is not None
         codes = None
@@ -110,9 +110,8 @@ class Obfuscator:
             quantized = dequantize(codes, bits=p.bits, clip=cal.clip, dtype=x.dtype)
         noised = add_noise(quantized, std=p.noise * cal.clip, source=self.noise)
         left, right = self._matrices(x.device)
-        projected = project(noised, left=left, right=right)
-        output = (projected - cal.mean) / cal.std
-        return StageOutputs(x, trunc, codes, quantized, noised, projected, output)
+        output = project(noised, left=left, right=right, shift=cal.mean, scale=cal.std)
+        return StageOutputs(x, trunc, codes, quantized, noised, output)
 
     def obfuscate(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, n, n)`` tensor in [0, 1] to ``(B, n, m)`` obfuscated tensor."""
@@ -152,9 +151,10 @@ class Obfuscator:
         if not images.is_floating_point():
             raise TypeError(f"images must be floating point in [0, 1], got {images.dtype}")
         x = images.to(self.dtype)
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError("images contain NaN or infinite values")
-        lo, hi = float(x.min()), float(x.max())
+        # One pass: NaN propagates through min/max, and infinities fall outside [0, 1].
+        lo, hi = (float(v) for v in torch.aminmax(x))
+        if not (lo == lo and hi == hi):
+            raise ValueError("images contain NaN values")
         if lo < -1e-6 or hi > 1 + 1e-6:
             raise ValueError(f"images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
         return x

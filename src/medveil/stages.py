@@ -57,17 +57,23 @@ class Truncation:
 
 
 def _orthonormalise(q: torch.Tensor) -> torch.Tensor:
-    """Shifted Cholesky-QR: columns of ``q`` to an orthonormal basis of (nearly) their span.
+    """Shifted Cholesky-QR: the columns of ``q`` to an orthonormal basis of (nearly) their span.
 
-    Columns are scaled to unit norm first and a small shift keeps the Cholesky factorisation
-    defined when the block is rank deficient (an image of rank below the block size).
+    The Gram matrix is scaled to a unit diagonal and shifted by a small multiple of the
+    identity, which keeps the Cholesky factorisation defined when the block is rank deficient
+    (an image of rank below the block width); applied twice it is orthonormal to working
+    precision (shifted CholeskyQR2, Fukaya et al. 2020). Everything but one batched product
+    works on ``l x l`` matrices.
     """
-    q = q / q.norm(dim=-2, keepdim=True).clamp_min(torch.finfo(q.dtype).tiny ** 0.5)
     gram = q.mT @ q
     eye = torch.eye(gram.shape[-1], dtype=q.dtype, device=q.device)
-    shift = 1e-5 if q.dtype == torch.float32 else 1e-12
-    chol = torch.linalg.cholesky(gram + shift * eye)
-    return torch.linalg.solve_triangular(chol, q.mT, upper=False).mT
+    tiny = torch.finfo(q.dtype).tiny ** 0.5
+    scale = torch.diagonal(gram, dim1=-2, dim2=-1).clamp_min(tiny).rsqrt()
+    gram = gram * scale[..., :, None] * scale[..., None, :]
+    gram = gram + (1e-5 if q.dtype == torch.float32 else 1e-12) * eye
+    chol = torch.linalg.cholesky(gram)
+    inverse = torch.linalg.solve_triangular(chol, eye.expand_as(chol), upper=False).mT
+    return q @ (inverse * scale[..., :, None])
 
 
 def _start_block(n: int, width: int, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -195,12 +201,21 @@ def add_noise(z: torch.Tensor, *, std: float, source: NoiseSource) -> torch.Tens
 
 
 def project(
-    z: torch.Tensor, *, left: torch.Tensor | None, right: torch.Tensor | None
+    z: torch.Tensor,
+    *,
+    left: torch.Tensor | None,
+    right: torch.Tensor | None,
+    shift: float = 0.0,
+    scale: float = 1.0,
 ) -> torch.Tensor:
-    """Keyed random projection ``Y = R_L Z R_R`` (a ``None`` side is the identity)."""
+    """Keyed random projection ``Y = (R_L Z R_R - shift) / scale`` (a ``None`` side: identity).
+
+    The standardisation is folded into the last product so the output is written once.
+    """
     _check_batch(z, "z")
     if left is not None:
         z = left @ z
-    if right is not None:
-        z = z @ right
-    return z
+    if right is None:
+        return z if shift == 0.0 and scale == 1.0 else (z - shift) / scale
+    offset = torch.full((1, 1, 1), -shift / scale, dtype=z.dtype, device=z.device)
+    return torch.baddbmm(offset, z, (right / scale).expand(len(z), *right.shape))

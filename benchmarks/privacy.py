@@ -1,0 +1,149 @@
+"""Privacy benchmark: the whole attack suite against several schemes on one dataset.
+
+Usage::
+
+    .venv/bin/python benchmarks/privacy.py DATASET_DIR [--size 224] [--rank 32]
+        [--victims 200] [--public 1000] [--pairs 100,1000] [--decoder-seconds 120]
+        [--mda-steps 100] [--schemes svd,multistage,multistage-right] [--out DIR]
+
+For each scheme a fresh key is drawn and calibrated on the public images only; victims, known
+pairs and public images are disjoint (drawn by ``medveil.privacy.select_images``). Writes, per
+scheme, the full results folder (``summary.csv``, ``per_image.csv``, ``examples.png``) under
+``--out`` and prints a Markdown table (also saved as ``privacy-<dataset>.md`` in ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from medveil.keys import generate_key
+from medveil.privacy import PrivacyConfig, run_privacy, select_images
+
+SCHEMES = {
+    "svd": dict(preset="svd"),
+    "multistage": dict(preset="multistage"),
+    "multistage-right": dict(preset="multistage", left="none"),
+    "multistage-block": dict(preset="multistage", left="block"),
+}
+
+
+def machine() -> str:
+    cpu = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} cores ({cpu}), {gpu}, torch {torch.__version__}"
+
+
+def dataset_name(path: Path) -> str:
+    """``brain-tumor-mri`` for ``.../brain-tumor-mri/Training``: split folders are not names."""
+    path = path.resolve()
+    return path.parent.name if path.name.lower() in ("training", "testing") else path.name
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    lines = [
+        "| scheme | attack | threat | pairs | SSIM mean ± std | SSIM max | PSNR clipped | "
+        "PSNR unclipped | top-1 (chance) | s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in frame.to_dict(orient="records"):
+        pairs = "" if pd.isna(row.get("pairs")) else str(int(row["pairs"]))
+        if not pd.isna(row.get("ssim_mean", float("nan"))):
+            cells = (
+                f"{row['ssim_mean']:.3f} ± {row['ssim_std']:.3f} | {row['ssim_max']:.3f} | "
+                f"{row['psnr_mean']:.2f} | {row['psnr_unclipped_mean']:.2f} | |"
+            )
+        else:
+            cells = f" | | | | {row['top1_mean']:.3f} ({row['chance_top1']:.3f}) |"
+        lines.append(
+            f"| {row['scheme']} | {row['attack']} | {row['threat']} | {pairs} | {cells} "
+            f"{row['seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--rank", type=int, default=32)
+    parser.add_argument("--victims", type=int, default=200)
+    parser.add_argument("--public", type=int, default=1000)
+    parser.add_argument("--pairs", default="100,1000")
+    parser.add_argument("--decoder-steps", type=int, default=2000)
+    parser.add_argument("--decoder-seconds", type=float, default=120.0)
+    parser.add_argument("--mda-steps", type=int, default=100)
+    parser.add_argument("--schemes", default="svd,multistage,multistage-right")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/privacy"))
+    args = parser.parse_args()
+    pairs = tuple(int(p) for p in args.pairs.split(","))
+    config = PrivacyConfig(
+        victims=args.victims,
+        public=args.public,
+        pairs=pairs,
+        decoder_steps=args.decoder_steps,
+        decoder_seconds=args.decoder_seconds,
+        mda_steps=args.mda_steps,
+        seed=args.seed,
+    )
+    # The public images (never victims or pairs) calibrate every key, as a custodian would
+    # calibrate on its own data; the selection is the same one run_privacy draws.
+    sets = select_images(
+        args.dataset,
+        size=args.size,
+        victims=args.victims,
+        pairs=max(pairs),
+        public=args.public,
+        seed=args.seed,
+    )
+    frames = []
+    started = time.perf_counter()
+    for scheme in args.schemes.split(","):
+        key = generate_key(size=args.size, rank=args.rank, **SCHEMES[scheme]).calibrate(sets.public)
+        out = args.out / dataset_name(args.dataset) / scheme
+        print(f"== {scheme}: key {key.fingerprint} {json.dumps(key.params.to_dict())}", flush=True)
+        report = run_privacy(
+            args.dataset,
+            key=key,
+            config=config,
+            output=out,
+            progress=lambda message: print(f"   {message}", flush=True),
+        )
+        frame = report.summary()
+        frame.insert(0, "scheme", scheme)
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True)
+    name = dataset_name(args.dataset)
+    header = (
+        f"Command: `python benchmarks/privacy.py {args.dataset} --size {args.size} --rank "
+        f"{args.rank} --victims {args.victims} --public {args.public} --pairs {args.pairs} "
+        f"--decoder-steps {args.decoder_steps} --decoder-seconds {args.decoder_seconds:g} "
+        f"--mda-steps {args.mda_steps} --schemes {args.schemes} --seed {args.seed}`  \n"
+        f"Machine: {machine()}; total {time.perf_counter() - started:.0f} s.\n\n"
+    )
+    text = header + markdown(table) + "\n"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"privacy-{name}.md").write_text(text)
+    table.to_csv(args.out / f"privacy-{name}.csv", index=False)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
