@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,24 +35,12 @@ from PIL import Image
 from medveil.keys import generate_key
 from medveil.layout import scan_dataset
 from medveil.loading import LoadOptions, load_slices
+from medveil.machine import describe
 from medveil.obfuscate import obfuscate_dataset
 from medveil.obfuscator import Obfuscator
 from medveil.stages import truncated_svd
 
 N, K = 224, 32
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return f"{os.cpu_count()} cores, {cpu}; GPU: {gpu}; torch {torch.__version__}"
 
 
 def load_images(dataset: Path | None, count: int) -> np.ndarray:
@@ -188,7 +174,7 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     report: dict[str, object] = {
-        "machine": machine(),
+        "machine": describe(),
         "torch_threads": torch.get_num_threads(),
         "dataset": str(args.dataset) if args.dataset else "embedded synthetic brain-mri",
         "n": N,

@@ -4,7 +4,8 @@ Usage::
 
     .venv/bin/python benchmarks/privacy.py DATASET_DIR [--size 224] [--rank 32]
         [--victims 200] [--public 1000] [--pairs 100,1000] [--decoder-seconds 120]
-        [--mda-steps 100] [--schemes svd,multistage,multistage-right] [--out DIR]
+        [--mda-steps 100] [--schemes svd,multistage,multistage-right] [--attacks all]
+        [--out DIR]
 
 For each scheme a fresh key is drawn and calibrated on the public images only; victims, known
 pairs and public images are disjoint (drawn by ``medveil.privacy.select_images``). Writes, per
@@ -16,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from medveil.keys import generate_key
+from medveil.machine import describe
 from medveil.privacy import PrivacyConfig, run_privacy, select_images
 
 SCHEMES = {
@@ -33,19 +32,6 @@ SCHEMES = {
     "multistage-right": dict(preset="multistage", left="none"),
     "multistage-block": dict(preset="multistage", left="block"),
 }
-
-
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{os.cpu_count()} cores ({cpu}), {gpu}, torch {torch.__version__}"
 
 
 def dataset_name(path: Path) -> str:
@@ -90,6 +76,7 @@ def main() -> None:
     parser.add_argument("--decoder-seconds", type=float, default=120.0)
     parser.add_argument("--mda-steps", type=int, default=100)
     parser.add_argument("--schemes", default="svd,multistage,multistage-right")
+    parser.add_argument("--attacks", default="all", help="comma-separated attack names or 'all'")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/privacy"))
     args = parser.parse_args()
@@ -101,6 +88,7 @@ def main() -> None:
         decoder_steps=args.decoder_steps,
         decoder_seconds=args.decoder_seconds,
         mda_steps=args.mda_steps,
+        attacks=tuple(args.attacks.split(",")),
         seed=args.seed,
     )
     # The public images (never victims or pairs) calibrate every key, as a custodian would
@@ -135,8 +123,9 @@ def main() -> None:
         f"Command: `python benchmarks/privacy.py {args.dataset} --size {args.size} --rank "
         f"{args.rank} --victims {args.victims} --public {args.public} --pairs {args.pairs} "
         f"--decoder-steps {args.decoder_steps} --decoder-seconds {args.decoder_seconds:g} "
-        f"--mda-steps {args.mda_steps} --schemes {args.schemes} --seed {args.seed}`  \n"
-        f"Machine: {machine()}; total {time.perf_counter() - started:.0f} s.\n\n"
+        f"--mda-steps {args.mda_steps} --schemes {args.schemes} --attacks {args.attacks} "
+        f"--seed {args.seed}`  \n"
+        f"Machine: {describe()}; total {time.perf_counter() - started:.0f} s.\n\n"
     )
     text = header + markdown(table) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)

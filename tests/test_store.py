@@ -27,7 +27,7 @@ def write_folder(root, *, per_class=6, size=40, splits=None, seed=0):
         for name in CLASSES:
             folder = root / split / name if split else root / name
             folder.mkdir(parents=True, exist_ok=True)
-            for j in range(per_class):
+            for _ in range(per_class):
                 Image.fromarray((images[i] * 255).astype(np.uint8)).save(
                     folder / f"patient-{i:03d}.png"
                 )

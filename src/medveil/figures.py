@@ -12,9 +12,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from medveil.atomic import atomic_write_bytes  # noqa: E402
 from medveil.keys import Preset  # noqa: E402
 from medveil.obfuscator import Obfuscator  # noqa: E402
-from medveil.store import atomic_write_bytes  # noqa: E402
 
 
 def stage_figure(obfuscator: Obfuscator, image: np.ndarray, *, title: str | None = None) -> Figure:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from medveil.atomic import atomic_write_bytes
 from medveil.derive import (
     DERIVATION,
     keyed_block_orthogonal,
@@ -249,18 +250,7 @@ class Key:
         payload = json.dumps(
             {"format": KEY_FORMAT, "secret": self.secret.hex(), **self._public_dict()}, indent=2
         ).encode()
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(target, payload, mode=0o600)
         return target
 
     @classmethod

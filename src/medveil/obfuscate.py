@@ -15,12 +15,13 @@ import numpy as np
 import torch
 
 import medveil
+from medveil.atomic import atomic_write_json
 from medveil.errors import ImageLoadError, StoreError
 from medveil.keys import Key, ensure_not_in_output
 from medveil.layout import DatasetIndex, Item, scan_dataset
 from medveil.loading import LoadOptions, load_slices
 from medveil.obfuscator import Obfuscator
-from medveil.store import STORE_FORMAT, STORE_VERSION, ShardRecord, StoreWriter, atomic_write_json
+from medveil.store import STORE_FORMAT, STORE_VERSION, ShardRecord, StoreWriter
 
 Progress = Callable[[int], None]
 

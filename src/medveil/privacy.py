@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medveil.atomic import atomic_write_bytes, atomic_write_json
 from medveil.attacks import (
     Attack,
     AttackContext,
@@ -44,7 +45,6 @@ from medveil.layout import scan_dataset
 from medveil.loading import LoadOptions, load_image
 from medveil.obfuscate import resolve_device
 from medveil.obfuscator import Obfuscator
-from medveil.store import atomic_write_bytes, atomic_write_json
 
 ATTACK_NAMES = (
     "public_basis",

@@ -30,10 +30,10 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
+from medveil.atomic import atomic_write_bytes, atomic_write_json
 from medveil.keys import Key
 from medveil.obfuscate import resolve_device
 from medveil.obfuscator import Obfuscator
-from medveil.store import atomic_write_bytes, atomic_write_json
 from medveil.training.data import (
     ArrayTable,
     DataSource,

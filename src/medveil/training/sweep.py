@@ -18,8 +18,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from medveil.atomic import atomic_write_bytes
 from medveil.keys import Key, Preset
-from medveil.store import atomic_write_bytes
 from medveil.training.data import DataSource, MemoryTable, obfuscate_source, open_data, plan_splits
 from medveil.training.evaluate import evaluate
 from medveil.training.train import ProgressEvent, TrainConfig, TrainResult, train

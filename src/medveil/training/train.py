@@ -24,8 +24,6 @@ import csv
 import io
 import json
 import math
-import os
-import platform
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -38,8 +36,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import medveil
+from medveil.atomic import atomic_write_bytes, atomic_write_json
+from medveil.machine import describe
 from medveil.obfuscate import resolve_device
-from medveil.store import atomic_write_bytes, atomic_write_json
 from medveil.training.data import (
     AUGMENTATIONS,
     DataSource,
@@ -286,7 +285,7 @@ def _run_info(
         "standardisation": asdict(standardisation),
         "splits": plan.sizes(),
         "device": str(device),
-        "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs)",
+        "machine": describe(),
         "status": "running",
     }
 
