@@ -77,6 +77,11 @@ def main() -> None:
     parser.add_argument("--mda-steps", type=int, default=100)
     parser.add_argument("--schemes", default="svd,multistage,multistage-right")
     parser.add_argument("--attacks", default="all", help="comma-separated attack names or 'all'")
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="only rebuild the table from the schemes already saved under --out",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/privacy"))
     args = parser.parse_args()
@@ -91,32 +96,44 @@ def main() -> None:
         attacks=tuple(args.attacks.split(",")),
         seed=args.seed,
     )
-    # The public images (never victims or pairs) calibrate every key, as a custodian would
-    # calibrate on its own data; the selection is the same one run_privacy draws.
-    sets = select_images(
-        args.dataset,
-        size=args.size,
-        victims=args.victims,
-        pairs=max(pairs),
-        public=args.public,
-        seed=args.seed,
-    )
     frames = []
     started = time.perf_counter()
-    for scheme in args.schemes.split(","):
-        key = generate_key(size=args.size, rank=args.rank, **SCHEMES[scheme]).calibrate(sets.public)
-        out = args.out / dataset_name(args.dataset) / scheme
-        print(f"== {scheme}: key {key.fingerprint} {json.dumps(key.params.to_dict())}", flush=True)
-        report = run_privacy(
+    if args.collect:
+        for scheme in args.schemes.split(","):
+            saved = args.out / dataset_name(args.dataset) / scheme / "summary.csv"
+            if saved.is_file():
+                frame = pd.read_csv(saved)
+                frame.insert(0, "scheme", scheme)
+                frames.append(frame)
+    else:
+        # The public images (never victims or pairs) calibrate every key, as a custodian would
+        # calibrate on its own data; the selection is the same one run_privacy draws.
+        sets = select_images(
             args.dataset,
-            key=key,
-            config=config,
-            output=out,
-            progress=lambda message: print(f"   {message}", flush=True),
+            size=args.size,
+            victims=args.victims,
+            pairs=max(pairs),
+            public=args.public,
+            seed=args.seed,
         )
-        frame = report.summary()
-        frame.insert(0, "scheme", scheme)
-        frames.append(frame)
+        for scheme in args.schemes.split(","):
+            key = generate_key(size=args.size, rank=args.rank, **SCHEMES[scheme]).calibrate(
+                sets.public
+            )
+            out = args.out / dataset_name(args.dataset) / scheme
+            print(
+                f"== {scheme}: key {key.fingerprint} {json.dumps(key.params.to_dict())}", flush=True
+            )
+            report = run_privacy(
+                args.dataset,
+                key=key,
+                config=config,
+                output=out,
+                progress=lambda message: print(f"   {message}", flush=True),
+            )
+            frame = report.summary()
+            frame.insert(0, "scheme", scheme)
+            frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
     name = dataset_name(args.dataset)
     header = (
@@ -125,7 +142,13 @@ def main() -> None:
         f"--decoder-steps {args.decoder_steps} --decoder-seconds {args.decoder_seconds:g} "
         f"--mda-steps {args.mda_steps} --schemes {args.schemes} --attacks {args.attacks} "
         f"--seed {args.seed}`  \n"
-        f"Machine: {describe()}; total {time.perf_counter() - started:.0f} s.\n\n"
+        f"Machine: {describe()}"
+        + (
+            " (table collected from saved results)"
+            if args.collect
+            else f"; total {time.perf_counter() - started:.0f} s"
+        )
+        + ".\n\n"
     )
     text = header + markdown(table) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -126,16 +125,6 @@ def victims_of(images: torch.Tensor, key: Key) -> Victims:
 
 def mean_ssim(result: AttackResult) -> float:
     return float(result.summary()["ssim_mean"])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread() -> Iterator[None]:
-    # 32 x 32 tensors gain nothing from intra-op threads, and on a busy 2-core machine the
-    # thread hand-offs made the decoder's steps 6x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -105,3 +105,17 @@ def test_attack_command(dataset, tmp_path):
         ],
     )
     assert bad.exit_code == 2 and "A9" in bad.output
+
+
+def test_exact_duplicates_never_land_on_two_sides(tmp_path):
+    root = tmp_path / "dup"
+    images = smooth_images(12, 40, seed=5)
+    for i, image in enumerate(images):
+        (root / "a").mkdir(parents=True, exist_ok=True)
+        pixels = (image * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / "a" / f"{i:03d}.png")
+        Image.fromarray(pixels).save(root / "a" / f"copy-{i:03d}.png")
+    sets = select_images(root, size=32, victims=4, pairs=4, public=4, seed=0)
+    drawn = np.concatenate([sets.victims.numpy(), sets.pairs.numpy(), sets.public.numpy()])
+    assert len({x.tobytes() for x in drawn}) == 12
+    assert any("duplicate" in s for s in sets.skipped)

@@ -49,16 +49,6 @@ def quick_config(**changes: object) -> TrainConfig:
     return TrainConfig(**settings)  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The tiny models here gain nothing from intra-op threads, and on a shared 2-core machine
-    # two threads per process run several times slower than one.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray]:
     return striped_images(120, seed=3)

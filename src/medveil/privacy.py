@@ -9,6 +9,7 @@ results (JSON and CSV) and a figure of example reconstructions.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -146,18 +147,34 @@ class ImageSets:
     skipped: tuple[str, ...] = ()
 
 
-def _load_many(root: Path, paths: Sequence[Path], size: int, want: int) -> tuple[list, list, list]:
+def _load_many(
+    root: Path, paths: Sequence[Path], size: int, want: int, seen: set[str]
+) -> tuple[list, list, list, int]:
+    """Load up to ``want`` images; returns images, ids, problems and how many paths were used.
+
+    ``seen`` holds content hashes of images already drawn: an exact duplicate under another
+    file name (public datasets have them) would otherwise sit on both sides of a split.
+    """
     images, ids, skipped = [], [], []
     options = LoadOptions(size=size)
+    used = 0
     for path in paths:
         if len(images) >= want:
             break
+        used += 1
         try:
-            images.append(load_image(root / path, options=options))
-            ids.append(str(path))
+            image = load_image(root / path, options=options)
         except ImageLoadError as exc:
             skipped.append(str(exc))
-    return images, ids, skipped
+            continue
+        digest = hashlib.sha256(image.tobytes()).hexdigest()
+        if digest in seen:
+            skipped.append(f"{path}: duplicate of an image already drawn")
+            continue
+        seen.add(digest)
+        images.append(image)
+        ids.append(str(path))
+    return images, ids, skipped, used
 
 
 def select_images(
@@ -173,26 +190,27 @@ def select_images(
     """Draw disjoint victims, known pairs and public images (seeded).
 
     Victims and pairs come from ``dataset``; the public set from ``public_dataset`` when given
-    (a different source of the same modality), else from the rest of ``dataset``. Bad files are
-    passed over and listed in ``skipped``.
+    (a different source of the same modality), else from the rest of ``dataset``. Bad files and
+    exact duplicates (same pixels under another name) are passed over and listed in ``skipped``.
     """
     index = scan_dataset(dataset)
     items = [item.path for split in index.splits.values() for item in split]
     order = [items[i] for i in np.random.default_rng(seed).permutation(len(items))]
-    vic, vic_ids, bad1 = _load_many(index.root, order, size, victims)
-    rest = order[len(vic) + len(bad1) :]
-    pr, pr_ids, bad2 = _load_many(index.root, rest, size, pairs)
-    rest = rest[len(pr) + len(bad2) :]
+    seen: set[str] = set()
+    vic, vic_ids, bad1, used = _load_many(index.root, order, size, victims, seen)
+    rest = order[used:]
+    pr, pr_ids, bad2, used = _load_many(index.root, rest, size, pairs, seen)
+    rest = rest[used:]
     if public_dataset is not None:
         pub_index = scan_dataset(public_dataset)
         pub_items = [i.path for split in pub_index.splits.values() for i in split]
         pub_order = [
             pub_items[i] for i in np.random.default_rng(seed + 1).permutation(len(pub_items))
         ]
-        pub, pub_ids, bad3 = _load_many(pub_index.root, pub_order, size, public)
+        pub, pub_ids, bad3, _ = _load_many(pub_index.root, pub_order, size, public, seen)
         pub_ids = [f"public:{p}" for p in pub_ids]
     else:
-        pub, pub_ids, bad3 = _load_many(index.root, rest, size, public)
+        pub, pub_ids, bad3, _ = _load_many(index.root, rest, size, public, seen)
     if len(vic) < victims or len(pr) < pairs or len(pub) < public:
         raise ValueError(
             f"{index.root}: not enough images for {victims} victims, {pairs} pairs and "
