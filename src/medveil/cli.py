@@ -127,12 +127,12 @@ def obfuscate(
     overwrite: Annotated[bool, typer.Option(help="Replace a complete store.")] = False,
 ) -> None:
     """Obfuscate a dataset folder into an obfuscated dataset store."""
-    from medveil.keys import Key
+    from medveil.keys import Key, ensure_not_in_output
     from medveil.loading import LoadOptions
-    from medveil.obfuscate import check_key_location, obfuscate_dataset
+    from medveil.obfuscate import obfuscate_dataset
 
     try:
-        check_key_location(key_file, output)
+        ensure_not_in_output(key_file, output)
         key = Key.load(key_file)
         options = LoadOptions(
             size=key.params.size, percentile=_percentile(percentile), nifti_axis=nifti_axis

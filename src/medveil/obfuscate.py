@@ -17,7 +17,7 @@ import torch
 import medveil
 from medveil.atomic import atomic_write_json
 from medveil.errors import ImageLoadError, StoreError
-from medveil.keys import Key, ensure_not_in_output
+from medveil.keys import Key
 from medveil.layout import DatasetIndex, Item, scan_dataset
 from medveil.loading import LoadOptions, load_slices
 from medveil.obfuscator import Obfuscator
@@ -313,8 +313,3 @@ def _finalize(
             "splits": splits,
         }
     )
-
-
-def check_key_location(key_path: Path, output: Path) -> None:
-    """Refuse a key file that lies inside the output folder."""
-    ensure_not_in_output(key_path, output)
