@@ -21,23 +21,11 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from common import SCHEMES, dataset_name
 
 from medveil.keys import generate_key
 from medveil.machine import describe
 from medveil.privacy import PrivacyConfig, run_privacy, select_images
-
-SCHEMES = {
-    "svd": dict(preset="svd"),
-    "multistage": dict(preset="multistage"),
-    "multistage-right": dict(preset="multistage", left="none"),
-    "multistage-block": dict(preset="multistage", left="block"),
-}
-
-
-def dataset_name(path: Path) -> str:
-    """``brain-tumor-mri`` for ``.../brain-tumor-mri/Training``: split folders are not names."""
-    path = path.resolve()
-    return path.parent.name if path.name.lower() in ("training", "testing") else path.name
 
 
 def markdown(frame: pd.DataFrame) -> str:

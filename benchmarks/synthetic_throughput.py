@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     args = parser.parse_args()
     report: dict[str, object] = {"machine": describe(), "size": args.size}
-    for name, spec in DATASETS.items():
+    for name in DATASETS:
         make_dataset(name, per_class=2, size=args.size, seed=1)
         start = time.perf_counter()
         images, _ = make_dataset(name, per_class=args.per_class, size=args.size, seed=0)

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from common import SCHEMES, dataset_name
 
 from medveil.calibration import load_calibration_images
 from medveil.keys import generate_key
@@ -28,18 +29,6 @@ from medveil.loading import LoadOptions
 from medveil.machine import describe
 from medveil.obfuscate import obfuscate_dataset
 from medveil.training import TrainConfig, evaluate, train
-
-SCHEMES = {
-    "svd": dict(preset="svd"),
-    "multistage": dict(preset="multistage"),
-    "multistage-right": dict(preset="multistage", left="none"),
-    "multistage-block": dict(preset="multistage", left="block"),
-}
-
-
-def dataset_name(path: Path) -> str:
-    path = path.resolve()
-    return path.parent.name if path.name.lower() in ("training", "testing") else path.name
 
 
 def main() -> None:

@@ -401,7 +401,8 @@ def _examples_png(
             ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-    fig.tight_layout()
+    # Room on the left for row labels such as "public_basis A2 (100 pairs)".
+    fig.tight_layout(rect=(0.14, 0, 1, 1))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     return buffer.getvalue()
