@@ -65,15 +65,18 @@ def _orthonormalise(q: torch.Tensor) -> torch.Tensor:
     precision (shifted CholeskyQR2, Fukaya et al. 2020). Everything but one batched product
     works on ``l x l`` matrices.
     """
-    gram = q.mT @ q
-    eye = torch.eye(gram.shape[-1], dtype=q.dtype, device=q.device)
-    tiny = torch.finfo(q.dtype).tiny ** 0.5
-    scale = torch.diagonal(gram, dim1=-2, dim2=-1).clamp_min(tiny).rsqrt()
+    # The l x l algebra runs in float64: a float32 Gram of a nearly rank-deficient block (the
+    # first block G @ Omega is dominated by the leading singular vector) can have negative
+    # eigenvalues larger than any useful shift, and it costs little next to the n x l products.
+    wide = q.to(torch.float64)
+    gram = wide.mT @ wide
+    eye = torch.eye(gram.shape[-1], dtype=torch.float64, device=q.device)
+    scale = torch.diagonal(gram, dim1=-2, dim2=-1).clamp_min(1e-150).rsqrt()
     gram = gram * scale[..., :, None] * scale[..., None, :]
     gram = gram + (1e-5 if q.dtype == torch.float32 else 1e-12) * eye
     chol = torch.linalg.cholesky(gram)
     inverse = torch.linalg.solve_triangular(chol, eye.expand_as(chol), upper=False).mT
-    return q @ (inverse * scale[..., :, None])
+    return q @ (inverse * scale[..., :, None]).to(q.dtype)
 
 
 def _start_block(n: int, width: int, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
