@@ -107,3 +107,24 @@ def test_projection_by_an_orthogonal_matrix_keeps_the_norm():
     torch.testing.assert_close(y.norm(dim=(1, 2)), z.norm(dim=(1, 2)))
     torch.testing.assert_close(project(z, left=q, right=r), q @ z @ r)
     assert project(z, left=None, right=None) is z
+
+
+def test_orthonormalisation_falls_back_to_float64_where_float32_cholesky_fails(monkeypatch):
+    from medveil import stages
+
+    q = torch.randn(3, 40, 12, generator=torch.Generator().manual_seed(0))
+    expected = stages._cholesky_qr(q, torch.float64)[0]
+    real = torch.linalg.cholesky_ex
+
+    def failing_in_float32(gram):
+        chol, info = real(gram)
+        if gram.dtype == torch.float32:
+            info = info.clone()
+            info[1] = 7  # as LAPACK reports a non-positive leading minor
+        return chol, info
+
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", failing_in_float32)
+    out = stages._orthonormalise(q)
+    torch.testing.assert_close(out[1], expected[1], rtol=0, atol=0)
+    assert not torch.equal(out[0], expected[0])  # the others keep the float32 path
+    torch.testing.assert_close(out.mT @ out, torch.eye(12).expand(3, 12, 12), atol=1e-4, rtol=0)

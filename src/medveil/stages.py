@@ -56,6 +56,22 @@ class Truncation:
         return self.factor @ self.basis.mT
 
 
+def _cholesky_qr(q: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """One shifted Cholesky-QR pass with the ``l x l`` algebra in ``dtype``.
+
+    Returns the new block and, per batch element, whether the factorisation succeeded.
+    """
+    wide = q.to(dtype)
+    gram = wide.mT @ wide
+    eye = torch.eye(gram.shape[-1], dtype=dtype, device=q.device)
+    scale = torch.diagonal(gram, dim1=-2, dim2=-1).clamp_min(torch.finfo(dtype).tiny ** 0.5).rsqrt()
+    gram = gram * scale[..., :, None] * scale[..., None, :]
+    gram = gram + (1e-5 if q.dtype == torch.float32 else 1e-12) * eye
+    chol, info = torch.linalg.cholesky_ex(gram)
+    inverse = torch.linalg.solve_triangular(chol, eye.expand_as(chol), upper=False).mT
+    return q @ (inverse * scale[..., :, None]).to(q.dtype), info == 0
+
+
 def _orthonormalise(q: torch.Tensor) -> torch.Tensor:
     """Shifted Cholesky-QR: the columns of ``q`` to an orthonormal basis of (nearly) their span.
 
@@ -63,20 +79,16 @@ def _orthonormalise(q: torch.Tensor) -> torch.Tensor:
     identity, which keeps the Cholesky factorisation defined when the block is rank deficient
     (an image of rank below the block width); applied twice it is orthonormal to working
     precision (shifted CholeskyQR2, Fukaya et al. 2020). Everything but one batched product
-    works on ``l x l`` matrices.
+    works on ``l x l`` matrices. The rare block whose float32 Gram is too ill-conditioned even
+    for the shift (seen on a real ultrasound image) is redone with that algebra in float64, so
+    the result still depends on the image alone.
     """
-    # The l x l algebra runs in float64: a float32 Gram of a nearly rank-deficient block (the
-    # first block G @ Omega is dominated by the leading singular vector) can have negative
-    # eigenvalues larger than any useful shift, and it costs little next to the n x l products.
-    wide = q.to(torch.float64)
-    gram = wide.mT @ wide
-    eye = torch.eye(gram.shape[-1], dtype=torch.float64, device=q.device)
-    scale = torch.diagonal(gram, dim1=-2, dim2=-1).clamp_min(1e-150).rsqrt()
-    gram = gram * scale[..., :, None] * scale[..., None, :]
-    gram = gram + (1e-5 if q.dtype == torch.float32 else 1e-12) * eye
-    chol = torch.linalg.cholesky(gram)
-    inverse = torch.linalg.solve_triangular(chol, eye.expand_as(chol), upper=False).mT
-    return q @ (inverse * scale[..., :, None]).to(q.dtype)
+    out, ok = _cholesky_qr(q, q.dtype)
+    if q.dtype != torch.float64 and not bool(ok.all()):
+        redo = ~ok
+        out = out.clone()
+        out[redo] = _cholesky_qr(q[redo], torch.float64)[0]
+    return out
 
 
 def _start_block(n: int, width: int, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
