@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python benchmarks/utility.py DATASET_DIR [--schemes plaintext,svd,multistage]
         [--models smallcnn,resnet50,mobilenetv2,inceptionv3] [--size 224] [--rank 32]
-        [--input-size 64] [--epochs 8] [--batch-size 32] [--lr 1e-3] [--seed 0]
+        [--input-size 64] [--epochs 8] [--batch-size 32] [--lr 1e-3] [--augment none] [--seed 0]
         [--out benchmarks/out/utility]
 
 For every scheme a fresh key is drawn (kept in memory only) and calibrated on up to 512 images
@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--augment", default="none", help="none, flip or flip-shift")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/utility"))
@@ -74,6 +75,7 @@ def main() -> None:
                 seed=args.seed,
                 device=args.device,
                 patience=None,
+                augment=args.augment,
             )
             run_dir = args.out / "runs" / name / scheme / model
             trained = train(data, config=config, run_dir=run_dir, resume=run_dir.exists())
@@ -97,7 +99,7 @@ def main() -> None:
         f"Command: `python benchmarks/utility.py {args.dataset} --schemes {args.schemes} "
         f"--models {args.models} --size {args.size} --rank {args.rank} --input-size "
         f"{args.input_size} --epochs {args.epochs} --batch-size {args.batch_size} --lr {args.lr:g} "
-        f"--seed {args.seed}`  \n"
+        f"--augment {args.augment} --seed {args.seed}`  \n"
         f"Machine: {describe()}; total {time.perf_counter() - started:.0f} s.\n\n"
         "| scheme | model | input | epochs | test images | accuracy | macro-F1 | macro AUC | "
         "train s |\n|---|---|---|---|---|---|---|---|---|\n"

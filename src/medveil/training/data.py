@@ -20,7 +20,9 @@ per class, stratified 20% test = 240 images, 15% of the rest for validation), ``
 - right projection only (k = 16, 8 bits, eta 0.02): 0.713 / 0.708 / 0.675
 
 Flips never helped and shifts cost 4-8 points on obfuscated arrays, so no augmentation is the
-default everywhere; at this short budget it is also the best choice for plaintext.
+default everywhere; at this short budget it is also the best choice for plaintext. These come
+from a one-off probe whose script was not kept; ``benchmarks/utility.py --augment MODE`` reruns
+the comparison at full scale, and its numbers belong in ``docs/RESULTS.md``.
 """
 
 from __future__ import annotations
