@@ -178,47 +178,24 @@ def test_errors_are_reported_without_a_traceback(tmp_path):
     assert needs.exit_code == 2 and "--calibrate" in needs.output
 
 
+def _succeeds(*args: object):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
 def test_train_evaluate_predict_from_the_shell(tmp_path):
     data, store, run = tmp_path / "data", tmp_path / "store", tmp_path / "run"
-    assert (
-        runner.invoke(
-            app,
-            ["datasets", "make", "ovary-us", "-o", str(data), "--per-class", "8", "--size", "64"],
-        ).exit_code
-        == 0
-    )
-    assert (
-        runner.invoke(
-            app,
-            [
-                "keygen",
-                "--size",
-                "32",
-                "--rank",
-                "4",
-                "--calibrate",
-                str(data),
-                "-o",
-                str(tmp_path / "keys" / "site.key"),
-            ],
-        ).exit_code
-        == 0
-    )
-    assert (
-        runner.invoke(
-            app,
-            [
-                "obfuscate",
-                str(data),
-                "--key",
-                str(tmp_path / "keys" / "site.key"),
-                "-o",
-                str(store),
-                "--device",
-                "cpu",
-            ],
-        ).exit_code
-        == 0
+    _succeeds("datasets", "make", "ovary-us", "-o", data, "--per-class", 8, "--size", 64)
+
+    def keygen(name: str) -> None:
+        _succeeds(
+            "keygen", "--size", 32, "--rank", 4, "--calibrate", data, "-o", tmp_path / "keys" / name
+        )
+
+    keygen("site.key")
+    _succeeds(
+        "obfuscate", data, "--key", tmp_path / "keys" / "site.key", "-o", store, "--device", "cpu"
     )
     trained = runner.invoke(
         app,
@@ -258,23 +235,7 @@ def test_train_evaluate_predict_from_the_shell(tmp_path):
     )
     assert predicted.exit_code == 0, predicted.output
     assert "infected" in predicted.output
-    assert (
-        runner.invoke(
-            app,
-            [
-                "keygen",
-                "--size",
-                "32",
-                "--rank",
-                "4",
-                "--calibrate",
-                str(data),
-                "-o",
-                str(tmp_path / "keys" / "other.key"),
-            ],
-        ).exit_code
-        == 0
-    )
+    keygen("other.key")
     refused = runner.invoke(
         app,
         [
