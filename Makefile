@@ -1,4 +1,4 @@
-# Quick start: `make demo` runs the main job on embedded data; `make test` runs the test suite.
+# Quick start: `make demo` runs the study (--quick) on embedded data; `make test` runs the tests.
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
@@ -11,8 +11,9 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# Keys go to demo-secrets/ (owner-only), apart from the run folder demo-run/; a rerun resumes.
 demo: $(STAMP)
-	bash scripts/demo.sh
+	$(VENV)/bin/medveil study --quick -o demo-run --keys demo-secrets
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

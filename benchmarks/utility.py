@@ -24,11 +24,22 @@ import pandas as pd
 from common import SCHEMES, dataset_name
 
 from medveil.calibration import load_calibration_images
+from medveil.errors import StoreError
 from medveil.keys import generate_key
 from medveil.loading import LoadOptions
 from medveil.machine import describe
 from medveil.obfuscate import obfuscate_dataset
+from medveil.store import ObfuscatedStore
 from medveil.training import TrainConfig, evaluate, train
+
+
+def _complete_store(path: Path, scheme: str, size: int, rank: int) -> bool:
+    try:
+        params = ObfuscatedStore(path).manifest["params"]
+    except StoreError:
+        return False
+    wanted = {"size": size, "rank": rank, **SCHEMES[scheme]}
+    return all(params.get(name) == value for name, value in wanted.items())
 
 
 def main() -> None:
@@ -53,16 +64,18 @@ def main() -> None:
     rows = []
     started = time.perf_counter()
     for scheme in args.schemes.split(","):
-        if scheme == "plaintext":
-            data: Path = args.dataset
-        else:
+        data = args.dataset if scheme == "plaintext" else args.out / "stores" / name / scheme
+        if scheme != "plaintext" and _complete_store(data, scheme, args.size, args.rank):
+            # Keys live in memory only; a complete store is reused so that interrupted
+            # training runs (trained on that store) can resume in a later session.
+            print(f"== {scheme}: reusing the complete store {data}", flush=True)
+        elif scheme != "plaintext":
             key = generate_key(size=args.size, rank=args.rank, **SCHEMES[scheme])
             key.calibrate(
                 load_calibration_images(
                     args.dataset, count=512, options=LoadOptions(size=args.size), seed=args.seed
                 )
             )
-            data = args.out / "stores" / name / scheme
             result = obfuscate_dataset(args.dataset, key=key, output=data, overwrite=True)
             print(f"== {scheme}: {result.summary()}", flush=True)
         for model in args.models.split(","):
@@ -78,7 +91,8 @@ def main() -> None:
                 augment=args.augment,
             )
             run_dir = args.out / "runs" / name / scheme / model
-            trained = train(data, config=config, run_dir=run_dir, resume=run_dir.exists())
+            resume = (run_dir / "last.pt").is_file()
+            trained = train(data, config=config, run_dir=run_dir, resume=resume)
             scored = evaluate(run_dir, data, device=args.device)
             print(f"   {scheme} {model}: {trained.summary()}; test {scored.summary()}", flush=True)
             rows.append(

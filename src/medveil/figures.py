@@ -67,3 +67,50 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = 120) -> Path:
     plt.close(fig)
     atomic_write_bytes(target, buffer.getvalue())
     return target
+
+
+def pipeline_figure(
+    images: np.ndarray,
+    labels: list[str],
+    *,
+    svd: Obfuscator,
+    multistage: Obfuscator,
+) -> Figure:
+    """One row per example image: what each stage of both presets makes of it.
+
+    Columns: the original, its rank-k approximation (the custodian's view), the ``svd``
+    preset's output ``Z = U_k S_k`` (what the prior scheme hands out), then the ``multistage``
+    stages: the quantized factor, the noised factor and the projected output ``Y``.
+    """
+    batch = torch.as_tensor(images, dtype=torch.float32)
+    plain = svd.stages(batch)
+    staged = multistage.stages(batch)
+    p = multistage.params
+    columns = [
+        ("original", batch, "image"),
+        (f"rank-{p.rank} approximation", plain.truncation.approximation(), "image"),
+        ("svd output Z", plain.output, "matrix"),
+        (f"quantized ({p.bits} bits)" if p.bits else "factor Z", staged.quantized, "matrix"),
+        (f"+ noise (eta={p.noise:g})", staged.noised, "matrix"),
+        ("multistage output Y", staged.output, "matrix"),
+    ]
+    rows = len(batch)
+    fig, axes = plt.subplots(rows, len(columns), figsize=(2.1 * len(columns), 2.1 * rows + 0.3),
+                             squeeze=False)
+    for r in range(rows):
+        for c, (name, data, kind) in enumerate(columns):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            img = data[r].numpy()
+            if kind == "image":
+                ax.imshow(np.clip(img, 0, 1), cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.imshow(img, cmap="gray", aspect="auto", interpolation="nearest")
+            if r == 0:
+                shape = f"\n{img.shape[0]}x{img.shape[1]}"
+                ax.set_title(name + shape, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(labels[r], fontsize=8)
+    fig.tight_layout()
+    return fig

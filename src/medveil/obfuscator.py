@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,12 +94,20 @@ class Obfuscator:
             self._cache[name] = (move(self._left64), move(self._right64))
         return self._cache[name]
 
-    def stages(self, images: torch.Tensor) -> StageOutputs:
-        """Run every stage on a ``(B, n, n)`` tensor and keep the intermediates."""
+    def stages(
+        self, images: torch.Tensor, *, on_stage: Callable[[str], None] | None = None
+    ) -> StageOutputs:
+        """Run every stage on a ``(B, n, n)`` tensor and keep the intermediates.
+
+        ``on_stage(name)`` is called as each stage ends (``truncation``, ``quantization``,
+        ``noise``, ``projection``), so that a caller can time the stages of the real code path.
+        """
+        done = on_stage or (lambda name: None)
         x = self._check(images)
         p = self.params
         trunc = truncated_svd(x, p.rank, solver=p.solver)
         z = trunc.factor
+        done("truncation")
         if p.preset is Preset.SVD:
             return StageOutputs(x, trunc, None, z, z, z)
         cal = self.key.calibration
@@ -108,9 +117,12 @@ class Obfuscator:
         if p.bits is not None:
             codes = quantize(z, bits=p.bits, clip=cal.clip)
             quantized = dequantize(codes, bits=p.bits, clip=cal.clip, dtype=x.dtype)
+            done("quantization")
         noised = add_noise(quantized, std=p.noise * cal.clip, source=self.noise)
+        done("noise")
         left, right = self._matrices(x.device)
         output = project(noised, left=left, right=right, shift=cal.mean, scale=cal.std)
+        done("projection")
         return StageOutputs(x, trunc, codes, quantized, noised, output)
 
     def obfuscate(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,24 @@
+"""The study: one command runs the whole experiment and writes an HTML report.
+
+- :mod:`~medveil.study.config`: the typed, validated configuration (YAML, ``--quick``, overrides);
+- :mod:`~medveil.study.run`: the resumable steps (data, keys, obfuscation, training, rank sweep,
+  attacks, timings) and the gathered metrics;
+- :mod:`~medveil.study.claims`: the thesis's headline figures beside the run's;
+- :mod:`~medveil.study.efficiency`: per-stage timings;
+- :mod:`~medveil.study.report`: the self-contained ``report.html``.
+"""
+
+from medveil.study.config import ConfigError, StudyConfig, load_config
+from medveil.study.report import write_report
+from medveil.study.run import StudyError, StudyResult, collect_metrics, run_study
+
+__all__ = [
+    "ConfigError",
+    "StudyConfig",
+    "StudyError",
+    "StudyResult",
+    "collect_metrics",
+    "load_config",
+    "run_study",
+    "write_report",
+]

@@ -1,0 +1,91 @@
+"""The thesis's headline figures beside a study's, each marked met or not."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["ACCURACY_TARGET", "SSIM_TARGET", "thesis_claims"]
+
+#: The thesis: every CNN above 85% accuracy on obfuscated images.
+ACCURACY_TARGET = 0.85
+#: The thesis: mean SSIM below 0.07 and PSNR below 0 dB under LBA and MDA.
+SSIM_TARGET = 0.07
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _worst(rows: list[dict[str, Any]], column: str) -> dict[str, Any] | None:
+    """The row with the attacker's best (highest) value of ``column``, across threat models."""
+    scored = [r for r in rows if _finite(r.get(column))]
+    return max(scored, key=lambda r: r[column]) if scored else None
+
+
+def _where(row: dict[str, Any]) -> str:
+    pairs = row.get("pairs")
+    return f"{row['threat']}" + (f", {int(pairs)} pairs" if _finite(pairs) else "")
+
+
+def thesis_claims(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per claim: ``claim``, ``thesis``, ``ours`` (text), ``value``, ``met``.
+
+    Accuracy is the ``multistage`` preset's test accuracy per model. For each reconstruction
+    attack the worst case over the threat models run is compared (the attacker picks the
+    setting that suits them), so a claim is met only if it holds under every threat model.
+    ``met`` is ``None`` where the study did not run what the claim needs.
+    """
+    claims: list[dict[str, Any]] = []
+    for row in metrics["utility"]:
+        if row["scheme"] != "multistage":
+            continue
+        plain = next(
+            (r for r in metrics["utility"] if r["scheme"] == "plaintext" and r["model"] == row["model"]),
+            None,
+        )
+        baseline = f" (plaintext {plain['accuracy']:.1%})" if plain else ""
+        claims.append({
+            "claim": f"{row['model']} accuracy on multistage",
+            "thesis": f">= {ACCURACY_TARGET:.0%}",
+            "ours": f"{row['accuracy']:.1%}{baseline}",
+            "value": row["accuracy"],
+            "met": row["accuracy"] >= ACCURACY_TARGET,
+        })
+    privacy = [r for r in metrics["privacy"] if r["preset"] == "multistage"]
+    for attack, label in (("lba", "Leading Bit Attack"), ("mda", "Minimum Difference Attack")):
+        rows = [r for r in privacy if r["attack"] == attack]
+        ssim = _worst(rows, "ssim_mean")
+        psnr = _worst(rows, "psnr_unclipped_mean")
+        claims.append({
+            "claim": f"{label}: mean SSIM on multistage",
+            "thesis": f"< {SSIM_TARGET}",
+            "ours": "not run" if ssim is None else f"{ssim['ssim_mean']:.3f} ({_where(ssim)})",
+            "value": None if ssim is None else ssim["ssim_mean"],
+            "met": None if ssim is None else ssim["ssim_mean"] < SSIM_TARGET,
+        })
+        claims.append({
+            "claim": f"{label}: PSNR (unclipped) on multistage",
+            "thesis": "< 0 dB",
+            "ours": "not run" if psnr is None
+            else f"{psnr['psnr_unclipped_mean']:.2f} dB ({_where(psnr)})",
+            "value": None if psnr is None else psnr["psnr_unclipped_mean"],
+            "met": None if psnr is None else psnr["psnr_unclipped_mean"] < 0,
+        })
+    basis = {
+        preset: _worst(
+            [r for r in metrics["privacy"] if r["preset"] == preset and r["attack"] == "public_basis"],
+            "ssim_mean",
+        )
+        for preset in ("svd", "multistage")
+    }
+    svd, multi = basis["svd"], basis["multistage"]
+    claims.append({
+        "claim": "public-basis attack: svd reconstructed better than multistage",
+        "thesis": "svd SSIM > multistage SSIM",
+        "ours": "not run" if svd is None or multi is None
+        else f"svd {svd['ssim_mean']:.3f} vs multistage {multi['ssim_mean']:.3f}",
+        "value": None if svd is None or multi is None else svd["ssim_mean"] - multi["ssim_mean"],
+        "met": None if svd is None or multi is None else svd["ssim_mean"] > multi["ssim_mean"],
+    })
+    return claims

@@ -1,0 +1,513 @@
+"""The study: data, keys, obfuscation, training, rank sweep, attacks, timings, report.
+
+Every step writes its outputs under the run folder and is recorded in ``steps.json`` once
+complete, so that a rerun of the same command skips finished steps and resumes an interrupted
+one (training runs resume from their last checkpoint). The keys are written to a separate
+folder, never inside the run; the run records only their fingerprints.
+
+Run folder::
+
+    config.yaml          the resolved configuration
+    study.json           run id, versions, machine, dataset, key fingerprints
+    steps.json           wall time of every finished step
+    data/<name>/         the embedded synthetic data set (when no dataset is given)
+    stores/<preset>/     the obfuscated stores
+    train/<scheme>/<model>/   training runs, each with evaluation/
+    sweep/               accuracy against k (runs, CSV, PNG)
+    privacy/<preset>/    the attack suite's results and example reconstructions
+    figures/pipeline.png the stages on example images
+    metrics.json, metrics/*.csv   every number of the report
+    report.html          the self-contained report
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+import medveil
+from medveil.atomic import atomic_write_bytes, atomic_write_json
+from medveil.calibration import load_calibration_images
+from medveil.errors import MedveilError
+from medveil.figures import pipeline_figure, save_figure
+from medveil.keys import Key, Preset, ensure_not_in_output, generate_key
+from medveil.layout import scan_dataset
+from medveil.loading import LoadOptions, load_image
+from medveil.machine import describe
+from medveil.obfuscate import obfuscate_dataset, resolve_device
+from medveil.obfuscator import Obfuscator
+from medveil.privacy import PrivacyConfig, run_privacy
+from medveil.study.claims import thesis_claims
+from medveil.study.config import ConfigError, StudyConfig
+from medveil.study.efficiency import stage_timings
+from medveil.synthetic.write import write_dataset
+from medveil.training import TrainConfig, evaluate, sweep_rank, train
+
+__all__ = ["STEPS", "StudyError", "StudyResult", "collect_metrics", "run_study"]
+
+STEPS = ("data", "keys", "obfuscate", "pipeline", "efficiency", "train", "sweep", "privacy")
+PRESETS = (Preset.SVD, Preset.MULTISTAGE)
+MARKER = ".medveil-output"  # keys.ensure_not_in_output refuses keys under a folder with it
+
+
+class StudyError(MedveilError, ValueError):
+    """The run folder or the keys folder cannot be used for this study."""
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """Where a finished study's outputs are, and its metrics."""
+
+    run_dir: Path
+    report: Path
+    metrics: dict[str, Any]
+
+    def summary(self) -> str:
+        lines = [f"study in {self.run_dir}: report {self.report}"]
+        for claim in self.metrics["claims"]:
+            verdict = {True: "met", False: "NOT met", None: "n/a"}[claim["met"]]
+            lines.append(f"  {claim['claim']}: {claim['ours']} ({verdict})")
+        return "\n".join(lines)
+
+
+class _Run:
+    """The run folder's bookkeeping: identity, step records, key files."""
+
+    def __init__(self, run_dir: Path, keys_dir: Path, config: StudyConfig) -> None:
+        self.dir = run_dir
+        self.keys_dir = keys_dir
+        self.config = config
+        self.steps_path = run_dir / "steps.json"
+        self.info_path = run_dir / "study.json"
+
+    def open(self) -> None:
+        text = self.config.to_yaml()
+        config_path = self.dir / "config.yaml"
+        if self.dir.exists() and any(self.dir.iterdir()):
+            if not self.info_path.is_file():
+                raise StudyError(
+                    f"{self.dir}: folder is not empty and is not a medveil study; choose a new "
+                    "folder"
+                )
+            if config_path.read_text() != text:
+                raise StudyError(
+                    f"{self.dir}: this study was started with a different configuration "
+                    f"({self._differences(config_path)}); rerun with the same settings to "
+                    "resume it, or pass --restart to start it again"
+                )
+            return
+        (self.dir / "metrics").mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.dir / MARKER, b"medveil study\n")
+        atomic_write_bytes(config_path, text.encode())
+        atomic_write_json(
+            self.info_path,
+            {
+                "format": "medveil-study",
+                "run_id": secrets.token_hex(6),
+                "started": datetime.now(UTC).isoformat(timespec="seconds"),
+                "medveil": medveil.__version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "machine": describe(),
+                "keys": {},
+            },
+        )
+
+    def _differences(self, saved: Path) -> str:
+        import yaml
+
+        old = yaml.safe_load(saved.read_text()) or {}
+        new = self.config.to_dict()
+        changed = [
+            f"{section}.{name}" if isinstance(new.get(section), dict) else section
+            for section in new
+            for name in (new[section] if isinstance(new[section], dict) else [None])
+            if (old.get(section, {}).get(name) if name else old.get(section))
+            != (new[section][name] if name else new[section])
+        ]
+        return "changed: " + ", ".join(changed) if changed else "the file was edited"
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return json.loads(self.info_path.read_text())
+
+    def update_info(self, **values: Any) -> None:
+        atomic_write_json(self.info_path, {**self.info, **values})
+
+    def steps(self) -> dict[str, float]:
+        return json.loads(self.steps_path.read_text()) if self.steps_path.is_file() else {}
+
+    def finish_step(self, name: str, seconds: float) -> None:
+        atomic_write_json(self.steps_path, {**self.steps(), name: seconds})
+
+    def key_path(self, preset: Preset) -> Path:
+        return self.keys_dir / f"study-{self.info['run_id']}-{preset}.key"
+
+
+def _dataset_root(run: _Run) -> Path:
+    data = run.config.data
+    if data.path is not None:
+        return Path(data.path).expanduser()
+    return run.dir / "data" / data.embedded
+
+
+def _training_folder(root: Path) -> Path:
+    """Calibrate on training images only: ``root/Training`` when the data has that split."""
+    for child in ("Training", "training", "train"):
+        if (root / child).is_dir():
+            return root / child
+    return root
+
+
+def _step_data(run: _Run, say: Callable[[str], None]) -> None:
+    data = run.config.data
+    root = _dataset_root(run)
+    if data.path is None:
+        say(f"writing the embedded synthetic {data.embedded} set")
+        write_dataset(
+            data.embedded, root, per_class=data.per_class, size=data.image_size,
+            seed=run.config.seed, test_fraction=data.test_fraction,
+        )
+    index = scan_dataset(root)
+    run.update_info(
+        dataset={
+            "name": data.embedded if data.path is None else root.resolve().name,
+            "source": "embedded (synthetic)" if data.path is None else "folder",
+            "classes": list(index.classes),
+            "images": {split: len(items) for split, items in index.splits.items()},
+        }
+    )
+
+
+def _load_key(run: _Run, preset: Preset) -> Key:
+    path = run.key_path(preset)
+    expected = run.info["keys"].get(str(preset))
+    if not path.is_file():
+        raise StudyError(
+            f"{path}: the {preset} key of this study is missing from the keys folder; without "
+            "it the study cannot resume (pass --restart to start again with new keys)"
+        )
+    key = Key.load(path)
+    if expected is not None and key.fingerprint != expected:
+        raise StudyError(f"{path}: fingerprint {key.fingerprint} is not this study's {expected}")
+    return key
+
+
+def _step_keys(run: _Run, say: Callable[[str], None]) -> None:
+    cfg = run.config.obfuscation
+    run.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root = _dataset_root(run)
+    fingerprints: dict[str, str] = {}
+    for preset in PRESETS:
+        path = run.key_path(preset)
+        ensure_not_in_output(path, run.dir)
+        if path.is_file():
+            fingerprints[str(preset)] = Key.load(path).fingerprint
+            continue
+        key = generate_key(**cfg.key_params(preset))
+        if key.params.needs_calibration:
+            say(f"calibrating the {preset} key")
+            key.calibrate(
+                load_calibration_images(
+                    _training_folder(root), count=cfg.calibration_images,
+                    options=LoadOptions(size=cfg.size), seed=run.config.seed,
+                )
+            )
+        key.save(path)
+        fingerprints[str(preset)] = key.fingerprint
+    run.update_info(keys=fingerprints)
+
+
+def _step_obfuscate(run: _Run, say: Callable[[str], None]) -> None:
+    root = _dataset_root(run)
+    throughput = {}
+    for preset in PRESETS:
+        say(f"obfuscating the data set with the {preset} key")
+        result = obfuscate_dataset(
+            root, key=_load_key(run, preset), output=run.dir / "stores" / str(preset),
+            device=run.config.device,
+        )
+        throughput[str(preset)] = {
+            "images": result.images,
+            "seconds": result.seconds,
+            "images_per_second": result.images_per_second,
+            "skipped": len(result.skipped),
+        }
+    atomic_write_json(run.dir / "metrics" / "obfuscation.json", throughput)
+
+
+def _examples(run: _Run, count: int) -> tuple[np.ndarray, list[str]]:
+    """One image per class (the first of each), at the working size."""
+    index = scan_dataset(_dataset_root(run))
+    items = [item for items in index.splits.values() for item in items]
+    options = LoadOptions(size=run.config.obfuscation.size)
+    images, labels = [], []
+    for label, name in enumerate(index.classes[:count]):
+        item = next(i for i in items if i.label == label)
+        images.append(load_image(index.root / item.path, options=options))
+        labels.append(name)
+    return np.stack(images), labels
+
+
+def _step_pipeline(run: _Run, say: Callable[[str], None]) -> None:
+    images, labels = _examples(run, count=4)
+    fig = pipeline_figure(
+        images, labels,
+        svd=Obfuscator(_load_key(run, Preset.SVD)),
+        multistage=Obfuscator(_load_key(run, Preset.MULTISTAGE), noise_seed=run.config.seed),
+    )
+    save_figure(fig, run.dir / "figures" / "pipeline.png", dpi=100)
+
+
+def _step_efficiency(run: _Run, say: Callable[[str], None]) -> None:
+    cfg = run.config.efficiency
+    images = torch.from_numpy(
+        load_calibration_images(
+            _dataset_root(run), count=cfg.images,
+            options=LoadOptions(size=run.config.obfuscation.size), seed=run.config.seed,
+        )
+    )
+    device = resolve_device(run.config.device)
+    rows = []
+    for preset in PRESETS:
+        say(f"timing the {preset} stages on {len(images)} images")
+        timings = stage_timings(
+            _load_key(run, preset), images, batch_size=cfg.batch_size, repeats=cfg.repeats,
+            device=device,
+        )
+        rows += [
+            {"preset": str(preset), "stage": stage, "ms_per_image": ms,
+             "images_per_second": 1000.0 / ms if ms > 0 else float("inf"),
+             "images": len(images), "device": str(device)}
+            for stage, ms in timings.items()
+        ]
+    atomic_write_json(run.dir / "metrics" / "stage_timings.json", rows)
+
+
+def _train_config(run: _Run, *, model: str, epochs: int) -> TrainConfig:
+    t = run.config.training
+    return TrainConfig(
+        model=model, epochs=epochs, batch_size=t.batch_size, lr=t.lr, input_size=t.input_size,
+        patience=t.patience, val_fraction=t.val_fraction, test_fraction=run.config.data.test_fraction,
+        seed=run.config.seed, device=run.config.device,
+    )
+
+
+def _step_train(run: _Run, say: Callable[[str], None]) -> None:
+    root = _dataset_root(run)
+    for scheme in ("plaintext", *(str(p) for p in PRESETS)):
+        data = root if scheme == "plaintext" else run.dir / "stores" / scheme
+        for model in run.config.training.models:
+            run_dir = run.dir / "train" / scheme / model
+            if (run_dir / "evaluation" / "metrics.json").is_file():
+                continue
+            resume = (run_dir / "last.pt").is_file()
+            if not resume and run_dir.exists():
+                shutil.rmtree(run_dir)  # stopped before its first checkpoint: start it clean
+            say(f"training {model} on {scheme}" + (" (resuming)" if resume else ""))
+            config = _train_config(run, model=model, epochs=run.config.training.epochs)
+
+            def report(event: Any, label: str = f"{model} on {scheme}") -> None:
+                if event.kind == "step":
+                    say(
+                        f"training {label}: epoch {event.epoch}/{event.epochs} step "
+                        f"{event.step}/{event.steps} loss {event.loss:.3f}"
+                    )
+
+            train(data, config=config, run_dir=run_dir, resume=resume, progress=report)
+            evaluate(run_dir, data, device=run.config.device).save(run_dir / "evaluation")
+
+
+def _step_sweep(run: _Run, say: Callable[[str], None]) -> None:
+    cfg = run.config.sweep
+    out = run.dir / "sweep"
+    if not cfg.ranks:
+        return
+    if out.exists():
+        shutil.rmtree(out)  # an interrupted sweep starts again: its per-k keys lived in memory
+    key = _load_key(run, Preset.MULTISTAGE)
+
+    def report(k: int, event: Any) -> None:
+        if event.kind == "step":
+            say(f"rank sweep k={k}: epoch {event.epoch}/{event.epochs} step {event.step}")
+
+    sweep_rank(
+        _dataset_root(run), ranks=cfg.ranks, key=key,
+        config=_train_config(run, model=cfg.model, epochs=cfg.epochs), out_dir=out,
+        progress=report,
+    )
+
+
+def _step_privacy(run: _Run, say: Callable[[str], None]) -> None:
+    p = run.config.privacy
+    config = PrivacyConfig(
+        victims=p.victims, public=p.public, pairs=p.pairs, threats=p.threats, attacks=p.attacks,
+        decoder_steps=p.decoder_steps, decoder_seconds=p.decoder_seconds, mda_steps=p.mda_steps,
+        seed=run.config.seed, device=run.config.device,
+    )
+    for preset in PRESETS:
+        run_privacy(
+            _dataset_root(run), key=_load_key(run, preset), config=config,
+            output=run.dir / "privacy" / str(preset),
+            progress=lambda message, preset=preset: say(f"attacks on {preset}: {message}"),
+        )
+
+
+_STEP_FUNCTIONS: dict[str, Callable[[_Run, Callable[[str], None]], None]] = {
+    "data": _step_data,
+    "keys": _step_keys,
+    "obfuscate": _step_obfuscate,
+    "pipeline": _step_pipeline,
+    "efficiency": _step_efficiency,
+    "train": _step_train,
+    "sweep": _step_sweep,
+    "privacy": _step_privacy,
+}
+
+
+def run_study(
+    config: StudyConfig,
+    *,
+    run_dir: str | Path,
+    keys_dir: str | Path,
+    restart: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> StudyResult:
+    """Run (or resume) the whole study and write its report.
+
+    Parameters
+    ----------
+    config : StudyConfig
+        The resolved configuration (:func:`medveil.study.load_config`).
+    run_dir : str or Path
+        The run folder: new, empty, or a study started with the same configuration.
+    keys_dir : str or Path
+        Folder for the study's two key files (created owner-only); must not lie inside
+        ``run_dir`` or any other medveil output.
+    restart : bool, default False
+        Delete an existing study in ``run_dir`` (recognised by its ``study.json``) first.
+    progress : callable, optional
+        Called with a short message as the study advances.
+
+    Raises
+    ------
+    StudyError
+        ``run_dir`` holds something else, or a study with another configuration; a key of a
+        resumed study is missing; ``keys_dir`` is inside an output folder.
+    """
+    from medveil.study.report import write_report
+
+    run_dir = Path(run_dir).expanduser()
+    keys_dir = Path(keys_dir).expanduser()
+    say = progress or (lambda message: None)
+    ensure_not_in_output(keys_dir / "study.key", run_dir)
+    if restart and (run_dir / "study.json").is_file():
+        shutil.rmtree(run_dir)
+    run = _Run(run_dir, keys_dir, config)
+    run.open()
+    done = run.steps()
+    for name in STEPS:
+        if name in done:
+            continue
+        started = time.perf_counter()
+        _STEP_FUNCTIONS[name](run, say)
+        run.finish_step(name, time.perf_counter() - started)
+    run.update_info(finished=datetime.now(UTC).isoformat(timespec="seconds"))
+    say("collecting metrics and writing the report")
+    report = write_report(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return StudyResult(run_dir=run_dir, report=report, metrics=metrics)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StudyError(f"{path}: missing; the study did not finish this step") from None
+    except json.JSONDecodeError as exc:
+        raise StudyError(f"{path}: unreadable ({exc})") from None
+
+
+def _utility_rows(run_dir: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for scheme in ("plaintext", *(str(p) for p in PRESETS)):
+        for model in config["training"]["models"]:
+            folder = run_dir / "train" / scheme / model
+            scores = _read_json(folder / "evaluation" / "metrics.json")
+            trained = _read_json(folder / "run.json")
+            rows.append({
+                "scheme": scheme,
+                "model": model,
+                "input_size": trained["input_size"],
+                "epochs": trained.get("epochs_run"),
+                "best_epoch": trained.get("best_epoch"),
+                "test_images": scores["count"],
+                "accuracy": scores["accuracy"],
+                "macro_f1": scores["macro_f1"],
+                "macro_auc": scores["macro_roc_auc"],
+                "train_seconds": trained.get("wall_time_s"),
+            })
+    return rows
+
+
+def _privacy_rows(run_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    for preset in PRESETS:
+        summary = _read_json(run_dir / "privacy" / str(preset) / "summary.json")
+        for row in summary["summary"]:
+            rows.append({"preset": str(preset), **row})
+    return rows
+
+
+def collect_metrics(run_dir: str | Path) -> dict[str, Any]:
+    """Gather every step's saved numbers into ``metrics.json`` and ``metrics/*.csv``.
+
+    Reads only what the steps saved, so it can be rerun (by ``medveil report``) at no cost.
+    """
+    import yaml
+
+    run_dir = Path(run_dir).expanduser()
+    if not (run_dir / "study.json").is_file():
+        raise StudyError(f"{run_dir}: not a medveil study folder (no study.json)")
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{run_dir / 'config.yaml'}: unreadable ({exc})") from None
+    info = _read_json(run_dir / "study.json")
+    steps = _read_json(run_dir / "steps.json") if (run_dir / "steps.json").is_file() else {}
+    sweep_csv = run_dir / "sweep" / "accuracy_vs_rank.csv"
+    metrics: dict[str, Any] = {
+        "study": info,
+        "config": config,
+        "steps": [{"step": name, "seconds": steps[name]} for name in STEPS if name in steps],
+        "obfuscation": _read_json(run_dir / "metrics" / "obfuscation.json"),
+        "efficiency": _read_json(run_dir / "metrics" / "stage_timings.json"),
+        "utility": _utility_rows(run_dir, config),
+        "sweep": pd.read_csv(sweep_csv).to_dict(orient="records") if sweep_csv.is_file() else [],
+        "privacy": _privacy_rows(run_dir),
+        "key_params": {
+            str(p): _read_json(run_dir / "privacy" / str(p) / "summary.json")["info"]["params"]
+            for p in PRESETS
+        },
+    }
+    metrics["claims"] = thesis_claims(metrics)
+    # NaN is not JSON: pandas writes it as null, and the CSVs keep empty cells.
+    metrics = json.loads(pd.Series([metrics]).to_json(orient="records"))[0]
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    for table in ("utility", "sweep", "privacy", "efficiency", "claims", "steps"):
+        frame = pd.DataFrame(metrics[table])
+        atomic_write_bytes(run_dir / "metrics" / f"{table}.csv", frame.to_csv(index=False).encode())
+    return metrics
+

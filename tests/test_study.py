@@ -1,0 +1,250 @@
+"""The study: configuration validation, an end-to-end tiny run, its report, resume and rebuild."""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from medveil.cli import app
+from medveil.study import ConfigError, StudyError, load_config, run_study, write_report
+from medveil.study.config import QUICK, StudyConfig
+
+# The quick profile shrunk further so that the whole study runs in seconds.
+TINY = [
+    "data.per_class=12",
+    "data.image_size=64",
+    "obfuscation.size=32",
+    "obfuscation.rank=8",
+    "obfuscation.calibration_images=24",
+    "training.models=[smallcnn]",
+    "training.epochs=2",
+    "training.input_size=32",
+    "sweep.ranks=[2,8]",
+    "sweep.epochs=1",
+    "privacy.victims=6",
+    "privacy.public=12",
+    "privacy.pairs=[8]",
+    "privacy.decoder_steps=3",
+    "privacy.mda_steps=3",
+    "efficiency.images=16",
+    "efficiency.repeats=1",
+]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, StudyConfig]:
+    base = tmp_path_factory.mktemp("study")
+    run_dir, keys_dir = base / "run", base / "keys"
+    config = load_config(quick=True, overrides=TINY)
+    run_study(config, run_dir=run_dir, keys_dir=keys_dir)
+    return run_dir, keys_dir, config
+
+
+def test_defaults_and_quick_profile_are_valid() -> None:
+    full = load_config()
+    assert full.training.models == ("resnet50", "mobilenetv2", "inceptionv3")
+    assert full.privacy.pairs == (100, 1000)
+    quick = load_config(quick=True)
+    assert quick.training.models == tuple(QUICK["training"]["models"])
+    assert quick.obfuscation.size == QUICK["obfuscation"]["size"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("training.epochs=0", "training.epochs: must be at least 1, got 0"),
+        ("training.epoch=3", "training.epoch: unknown field (did you mean 'training.epochs'?)"),
+        ("training.epochs=abc", "training.epochs: must be int, got 'abc'"),
+        ("training.models=[resnet51]", "training.models: unknown model 'resnet51'"),
+        ("obfuscation.rank=500", "obfuscation.rank: must be in [1, size=224], got 500"),
+        ("privacy.threats=[A4]", "privacy.threats: unknown threat model 'A4'"),
+        ("privacy.attacks=[lbb]", "privacy.attacks: unknown attack 'lbb'"),
+        ("sweep.ranks=[300]", "sweep.ranks: rank 300 exceeds obfuscation.size=224"),
+        ("device=tpu", "device: must be auto, cpu or cuda, got 'tpu'"),
+        ("training=3", "training: must be a mapping of fields, got 3"),
+        ("epochs", "an override is SECTION.FIELD=VALUE"),
+    ],
+)
+def test_invalid_values_name_the_field(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    assert message in str(info.value)
+
+
+def test_yaml_file_is_merged_and_bad_files_are_named(tmp_path: Path) -> None:
+    good = tmp_path / "study.yaml"
+    good.write_text("training:\n  epochs: 4\n  models: [smallcnn]\nprivacy:\n  pairs: [10, 20]\n")
+    config = load_config(good, overrides=["training.epochs=5"])
+    assert config.training.epochs == 5  # the command line wins over the file
+    assert config.training.models == ("smallcnn",)
+    assert config.privacy.pairs == (10, 20)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("training: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config(broken)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="list.yaml: the configuration must be a mapping"):
+        load_config(listing)
+    with pytest.raises(ConfigError, match="missing.yaml: cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_resolved_config_round_trips_through_yaml() -> None:
+    config = load_config(quick=True, overrides=TINY)
+    assert StudyConfig.from_dict(yaml.safe_load(config.to_yaml())) == config
+
+
+def test_cli_rejects_a_bad_value_before_any_work(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["study", "-o", str(tmp_path / "run"), "--keys", str(tmp_path / "keys"),
+              "--set", "training.epochs=0"],
+    )
+    assert result.exit_code == 2
+    assert "training.epochs: must be at least 1" in result.output
+    assert not (tmp_path / "run").exists() and not (tmp_path / "keys").exists()
+
+
+def test_study_writes_every_output_and_keeps_keys_apart(study) -> None:
+    run_dir, keys_dir, config = study
+    for name in ("config.yaml", "study.json", "steps.json", "metrics.json", "report.html",
+                 "figures/pipeline.png", "sweep/accuracy_vs_rank.png",
+                 "privacy/svd/examples.png", "privacy/multistage/examples.png"):
+        assert (run_dir / name).is_file(), name
+    for table in ("utility", "privacy", "sweep", "efficiency", "claims", "steps"):
+        assert (run_dir / "metrics" / f"{table}.csv").is_file(), table
+    assert StudyConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text())) == config
+    assert not list(run_dir.rglob("*.key"))
+    info = json.loads((run_dir / "study.json").read_text())
+    keys = sorted(keys_dir.glob("*.key"))
+    assert len(keys) == 2
+    for path in keys:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert info["run_id"] in path.name
+    from medveil.keys import Key
+
+    assert {Key.load(p).fingerprint for p in keys} == set(info["keys"].values())
+
+
+def test_metrics_hold_every_table(study) -> None:
+    run_dir, _, config = study
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    utility = metrics["utility"]
+    assert {(r["scheme"], r["model"]) for r in utility} == {
+        (s, "smallcnn") for s in ("plaintext", "svd", "multistage")
+    }
+    assert all(0 <= r["accuracy"] <= 1 and r["test_images"] > 0 for r in utility)
+    assert [r["rank"] for r in metrics["sweep"]] == [2, 8]
+    attacks = {(r["preset"], r["attack"]) for r in metrics["privacy"]}
+    assert ("svd", "public_basis") in attacks and ("multistage", "lba") in attacks
+    assert ("multistage", "mda") in attacks and ("multistage", "reid") in attacks
+    stages = {(r["preset"], r["stage"]) for r in metrics["efficiency"]}
+    assert stages >= {("svd", "truncation"), ("multistage", "projection"), ("multistage", "total")}
+    assert all(r["ms_per_image"] > 0 for r in metrics["efficiency"])
+    assert [s["step"] for s in metrics["steps"]] == [
+        "data", "keys", "obfuscate", "pipeline", "efficiency", "train", "sweep", "privacy"
+    ]
+    # Claims are derived from the same rows.
+    lba = max(
+        (r for r in metrics["privacy"] if r["preset"] == "multistage" and r["attack"] == "lba"),
+        key=lambda r: r["ssim_mean"],
+    )
+    claim = next(c for c in metrics["claims"] if c["claim"].startswith("Leading Bit Attack: mean SSIM"))
+    assert claim["value"] == pytest.approx(lba["ssim_mean"])
+    assert claim["met"] == (lba["ssim_mean"] < 0.07)
+
+
+def _section(text: str, ident: str) -> str:
+    match = re.search(rf'<table id="{ident}">(.*?)</table>', text, re.S)
+    assert match, ident
+    return match.group(1)
+
+
+def test_report_tables_match_the_metrics(study) -> None:
+    run_dir, _, _ = study
+    text = (run_dir / "report.html").read_text()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "http://" not in text and "https://" not in text  # self-contained: opens offline
+    assert text.count("data:image/png;base64,") >= 4
+    detail = _section(text, "utility-detail")
+    assert detail.count("<tr>") == len(metrics["utility"]) + 1
+    for row in metrics["utility"]:
+        assert f"{row['accuracy']:.3f}" in detail
+        assert f"{row['macro_f1']:.3f}" in detail
+    for preset in ("svd", "multistage"):
+        table = _section(text, f"privacy-{preset}")
+        rows = [r for r in metrics["privacy"] if r["preset"] == preset]
+        assert table.count("<tr>") == len(rows) + 1
+        for row in rows:
+            if row.get("ssim_mean") is not None:
+                assert f"{row['ssim_mean']:.3f} ± {row['ssim_std']:.3f}" in table
+            else:
+                assert f"{row['top1_mean']:.3f} ({row['chance_top1']:.3f})" in table
+    claims = _section(text, "claims-table")
+    assert claims.count("<tr>") == len(metrics["claims"]) + 1
+    verdicts = claims.count("badge met") + claims.count("badge not") + claims.count("badge na")
+    assert verdicts == len(metrics["claims"])
+    sweep = _section(text, "sweep-table")
+    for row in metrics["sweep"]:
+        assert f"{row['test_accuracy']:.3f}" in sweep
+    run_table = _section(text, "run-table")
+    for fingerprint in metrics["study"]["keys"].values():
+        assert fingerprint in run_table
+
+
+def test_rerun_resumes_and_report_rebuilds(study, tmp_path: Path) -> None:
+    run_dir, keys_dir, config = study
+    steps = (run_dir / "steps.json").read_text()
+    store = run_dir / "stores" / "multistage" / "manifest.json"
+    before = store.stat().st_mtime_ns
+    run_study(config, run_dir=run_dir, keys_dir=keys_dir)
+    assert (run_dir / "steps.json").read_text() == steps  # nothing was redone
+    assert store.stat().st_mtime_ns == before
+
+    (run_dir / "report.html").unlink()
+    result = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert "claims-table" in (run_dir / "report.html").read_text()
+
+    with pytest.raises(StudyError, match="changed: training.epochs"):
+        run_study(
+            load_config(quick=True, overrides=[*TINY, "training.epochs=3"]),
+            run_dir=run_dir, keys_dir=keys_dir,
+        )
+
+
+def test_an_interrupted_step_is_redone(study) -> None:
+    run_dir, keys_dir, config = study
+    steps = json.loads((run_dir / "steps.json").read_text())
+    del steps["privacy"]
+    (run_dir / "steps.json").write_text(json.dumps(steps))
+    (run_dir / "privacy" / "multistage" / "summary.json").unlink()
+    with pytest.raises(StudyError, match="summary.json: missing"):
+        write_report(run_dir)
+    run_study(config, run_dir=run_dir, keys_dir=keys_dir)
+    assert (run_dir / "privacy" / "multistage" / "summary.json").is_file()
+    assert "privacy" in json.loads((run_dir / "steps.json").read_text())
+
+
+def test_keys_inside_the_run_or_a_missing_key_are_refused(study, tmp_path: Path) -> None:
+    run_dir, keys_dir, config = study
+    from medveil.errors import InvalidKeyError
+
+    with pytest.raises(InvalidKeyError, match="refusing"):
+        run_study(config, run_dir=tmp_path / "run", keys_dir=tmp_path / "run" / "keys")
+    with pytest.raises(StudyError, match="not a medveil study"):
+        (tmp_path / "other").mkdir()
+        (tmp_path / "other" / "notes.txt").write_text("mine")
+        run_study(config, run_dir=tmp_path / "other", keys_dir=tmp_path / "k")
+    # A resumed study whose key file is gone cannot continue.
+    steps = json.loads((run_dir / "steps.json").read_text())
+    del steps["pipeline"]
+    (run_dir / "steps.json").write_text(json.dumps(steps))
+    with pytest.raises(StudyError, match="key of this study is missing"):
+        run_study(config, run_dir=run_dir, keys_dir=tmp_path / "empty-keys")
