@@ -257,11 +257,11 @@ class StudyConfig:
 
 #: The ``--quick`` profile: the whole study on the embedded data in a few minutes on 2 cores.
 QUICK: dict[str, Any] = {
-    "data": {"per_class": 60, "image_size": 128},
-    "obfuscation": {"size": 96, "rank": 16, "calibration_images": 128},
-    "training": {"models": ["smallcnn", "mobilenetv2"], "epochs": 6, "input_size": 64,
+    "data": {"per_class": 200, "image_size": 128},
+    "obfuscation": {"size": 96, "rank": 16, "calibration_images": 256},
+    "training": {"models": ["smallcnn"], "epochs": 10, "input_size": 64, "lr": 3e-3,
                  "patience": None},
-    "sweep": {"ranks": [1, 4, 16, 64], "model": "smallcnn", "epochs": 6},
+    "sweep": {"ranks": [2, 8, 32], "model": "smallcnn", "epochs": 10},
     "privacy": {"victims": 40, "public": 100, "pairs": [60], "decoder_steps": 150,
                 "decoder_seconds": 30.0, "mda_steps": 40},
     "efficiency": {"images": 128, "batch_size": 64, "repeats": 3},
