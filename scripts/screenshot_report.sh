@@ -7,7 +7,7 @@ set -euo pipefail
 report=${1:?usage: screenshot_report.sh REPORT.html OUT.png [WIDTH] [HEIGHT]}
 out=${2:?usage: screenshot_report.sh REPORT.html OUT.png [WIDTH] [HEIGHT]}
 width=${3:-1280}
-height=${4:-9000}
+height=${4:-12000}
 browser=$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)
 if [[ -z "$browser" ]]; then
   echo "error: Chromium not found; install it (Debian: apt-get install chromium)" >&2
@@ -20,4 +20,18 @@ trap 'rm -rf "$profile"' EXIT
   --disable-background-networking --disable-component-update --disable-sync \
   --hide-scrollbars --user-data-dir="$profile" --window-size="$width,$height" \
   --screenshot="$(realpath -m "$out")" "file://$(realpath "$report")" 2>/dev/null
-echo "wrote $out (${width}x${height})"
+# Chromium shoots the whole window: crop the empty page background below the footer.
+"${PYTHON:-.venv/bin/python}" - "$out" <<'PY' || echo "(not cropped: no Python with Pillow)"
+import sys
+import numpy as np
+from PIL import Image
+path = sys.argv[1]
+image = Image.open(path).convert("RGB")
+pixels = np.asarray(image)
+background = pixels[-1, 0]
+used = np.where((pixels != background).any(axis=(1, 2)))[0]
+if used.size:
+    image.crop((0, 0, image.width, min(image.height, used[-1] + 24))).save(path)
+print(f"cropped to {image.width}x{min(image.height, used[-1] + 24) if used.size else image.height}")
+PY
+echo "wrote $out"

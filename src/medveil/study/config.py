@@ -247,7 +247,7 @@ class StudyConfig:
         return _plain(asdict(self))
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudyConfig:

@@ -249,7 +249,8 @@ def _privacy_section(run_dir: Path, metrics: dict[str, Any]) -> str:
 
 def _efficiency_section(metrics: dict[str, Any]) -> str:
     timings = metrics["efficiency"]
-    stages = list(dict.fromkeys(r["stage"] for r in timings))
+    order = ("truncation", "quantization", "noise", "projection", "total")
+    stages = sorted({r["stage"] for r in timings}, key=lambda s: order.index(s) if s in order else 9)
     presets = list(dict.fromkeys(r["preset"] for r in timings))
     by = {(r["preset"], r["stage"]): r for r in timings}
     rows = [
@@ -262,7 +263,7 @@ def _efficiency_section(metrics: dict[str, Any]) -> str:
     throughput = [
         (_e(p), _e(sum(v["images"].values())), _num(v["seconds"], 1),
          _num(v["images_per_second"], 0), _e(v["skipped"]))
-        for p, v in metrics["obfuscation"].items()
+        for p, v in sorted(metrics["obfuscation"].items(), key=lambda item: item[0] != "svd")
     ]
     steps = [(_e(s["step"]), _num(s["seconds"], 1)) for s in metrics["steps"]]
     total = sum(s["seconds"] for s in metrics["steps"])
@@ -291,7 +292,7 @@ def _parameters_section(metrics: dict[str, Any]) -> str:
     rows = [
         ("run id", study.get("run_id", "")),
         ("started / finished", f"{study.get('started', '')} / {study.get('finished', '')}"),
-        ("dataset", f"{dataset.get('name', '')} ({dataset.get('source', '')})"),
+        ("dataset", f"{dataset.get('name', '')}, {dataset.get('source', '')}"),
         ("classes", ", ".join(dataset.get("classes", []))),
         ("images", ", ".join(f"{k}: {v}" for k, v in dataset.get("images", {}).items())),
         ("medveil / torch / Python",
@@ -303,7 +304,7 @@ def _parameters_section(metrics: dict[str, Any]) -> str:
         + _table(("", "value"), [(_e(a), _e(b)) for a, b in rows], left=2, table_id="run-table")
         + '<p class="note">The keys are not in the run folder; only their fingerprints are.</p>'
         + "<h3>Resolved configuration (config.yaml)</h3>"
-        + f"<pre>{_e(yaml.safe_dump(metrics['config'], sort_keys=False))}</pre></section>"
+        + f"<pre>{_e(yaml.safe_dump(metrics['config'], sort_keys=False, default_flow_style=None))}</pre></section>"
     )
 
 
@@ -312,11 +313,14 @@ def render_report(run_dir: Path, metrics: dict[str, Any]) -> str:
     study = metrics["study"]
     dataset = study.get("dataset", {})
     synthetic = dataset.get("source", "").startswith("embedded")
+    images = sum(dataset.get("images", {}).values())
     caveat = (
         '<div class="callout"><b>Synthetic data.</b> This run used medveil\'s embedded '
-        "synthetic set: it shows that the pipeline works end to end, not how the scheme fares "
-        "on real scans. Run the study on a real dataset for that (see the README), and "
-        "<code>docs/RESULTS.md</code> for the measured numbers on the Kaggle sets.</div>"
+        f"synthetic set ({images} images): it shows that the pipeline works end to end, not how "
+        "the scheme fares on real scans. Classifiers on obfuscated arrays need far more "
+        "training images than on plaintext, so at this size their accuracy says little. Run "
+        "the study on a real dataset (see the README), and see <code>docs/RESULTS.md</code> "
+        "for the measured numbers on the Kaggle sets.</div>"
         if synthetic else ""
     )
     total = sum(s["seconds"] for s in metrics["steps"])

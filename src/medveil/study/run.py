@@ -129,14 +129,7 @@ class _Run:
         import yaml
 
         old = yaml.safe_load(saved.read_text()) or {}
-        new = self.config.to_dict()
-        changed = [
-            f"{section}.{name}" if isinstance(new.get(section), dict) else section
-            for section in new
-            for name in (new[section] if isinstance(new[section], dict) else [None])
-            if (old.get(section, {}).get(name) if name else old.get(section))
-            != (new[section][name] if name else new[section])
-        ]
+        changed = _changed_fields(old, self.config.to_dict())
         return "changed: " + ", ".join(changed) if changed else "the file was edited"
 
     @property
@@ -154,6 +147,18 @@ class _Run:
 
     def key_path(self, preset: Preset) -> Path:
         return self.keys_dir / f"study-{self.info['run_id']}-{preset}.key"
+
+
+def _changed_fields(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the fields that differ between two nested configurations."""
+    names = []
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name), new.get(name)
+        if isinstance(a, dict) and isinstance(b, dict):
+            names += _changed_fields(a, b, f"{prefix}{name}.")
+        elif a != b:
+            names.append(prefix + name)
+    return names
 
 
 def _dataset_root(run: _Run) -> Path:
@@ -184,7 +189,7 @@ def _step_data(run: _Run, say: Callable[[str], None]) -> None:
     run.update_info(
         dataset={
             "name": data.embedded if data.path is None else root.resolve().name,
-            "source": "embedded (synthetic)" if data.path is None else "folder",
+            "source": "embedded synthetic" if data.path is None else "folder",
             "classes": list(index.classes),
             "images": {split: len(items) for split, items in index.splits.items()},
         }
