@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +28,12 @@ from common import SCHEMES, dataset_name
 from medveil.keys import generate_key
 from medveil.machine import describe
 from medveil.privacy import PrivacyConfig, run_privacy, select_images
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process so far (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**30 if sys.platform == "darwin" else 2**20)
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -117,8 +125,11 @@ def main() -> None:
                 key=key,
                 config=config,
                 output=out,
-                progress=lambda message: print(f"   {message}", flush=True),
+                progress=lambda message: print(
+                    f"   {message} [peak RSS so far {peak_rss_gib():.2f} GiB]", flush=True
+                ),
             )
+            print(f"   done [peak RSS so far {peak_rss_gib():.2f} GiB]", flush=True)
             frame = report.summary()
             frame.insert(0, "scheme", scheme)
             frames.append(frame)

@@ -38,12 +38,14 @@ from medveil.attacks import (
     ReidentificationAttack,
     ThreatModel,
     Victims,
+    base,
     run_suite,
 )
 from medveil.attacks.gram import fit_gram, sign_rule
-from medveil.attacks.recovery import factors
+from medveil.attacks.kpl import pooled_features
+from medveil.attacks.recovery import FactorInverse, factors
 from medveil.keys import Key, SchemeParams, generate_key
-from medveil.metrics import ssim
+from medveil.metrics import METRIC_NAMES, reconstruction_metrics, ssim
 from medveil.obfuscator import Obfuscator
 
 N = 32
@@ -318,6 +320,105 @@ def test_decoder_time_budget_stops_training(plaid_sets: dict[str, torch.Tensor])
         _a2(key, plaid_sets), victims_of(plaid_sets["victims"][:2], key)
     )
     assert 0 < result.extra["steps"] < 10**6 and result.extra["train_seconds"] < 5
+
+
+# The pair fits accumulate their sums over chunks of pairs (1,000 pairs of 224 px would need
+# several GB of (pairs, n, n) float64 temporaries); these pin them to the formulas written out
+# on whole arrays.
+
+
+def _direct_pair_fit(
+    context: AttackContext, iterations: int = 30, ridge: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``FactorInverse.from_pairs`` on whole float64 arrays, ``U_j = L Y_j`` every iteration."""
+    assert context.pair_originals is not None and context.pair_obfuscated is not None
+    p = context.params
+    z = factors(context.pair_originals, context).double()
+    y = context.pair_obfuscated.double()
+    zc, yc = z - z.mean(dim=0), y - y.mean(dim=0)
+    use_left, use_right = p.left == "orthogonal", p.right == "gaussian"
+    m = y.shape[-1]
+    eye = torch.eye(m, dtype=torch.float64)
+    left, right = torch.eye(p.size, dtype=torch.float64), eye
+    for _ in range(iterations if use_left and use_right else 1):
+        if use_right:
+            u = left @ yc
+            gram = (u.mT @ u).sum(dim=0)
+            right = torch.linalg.solve(
+                gram + ridge * gram.trace() / m * eye, (u.mT @ zc).sum(dim=0)
+            )
+        if use_left:
+            polar_u, _, polar_wh = torch.linalg.svd((zc @ (yc @ right).mT).sum(dim=0))
+            left = polar_u @ polar_wh
+    if not use_right:
+        fitted = left @ yc
+        right = eye * ((fitted * zc).sum() / (fitted * fitted).sum())
+    return left, right, y.mean(dim=0), z.mean(dim=0)
+
+
+def _a2_blobs(**params: str) -> tuple[Key, AttackContext]:
+    public, pairs = blobs(30, 1), blobs(45, 3)
+    scheme = SchemeParams(preset="multistage", size=N, rank=RANK, **params)
+    key = pinned(scheme, "chunked").calibrate(public)
+    known = victims_of(pairs, key)
+    context = AttackContext(
+        threat=ThreatModel.A2,
+        params=key.params,
+        public=public,
+        pair_originals=known.originals,
+        pair_obfuscated=known.obfuscated,
+        dtype=torch.float64,
+    )
+    return key, context
+
+
+@pytest.mark.parametrize(
+    "sides",
+    [
+        {"left": "orthogonal", "right": "gaussian"},
+        {"left": "none", "right": "gaussian"},
+        {"left": "orthogonal", "right": "none"},
+    ],
+)
+def test_pair_fit_in_chunks_matches_the_direct_fit(sides: dict[str, str]) -> None:
+    _, context = _a2_blobs(**sides)
+    fit = FactorInverse.from_pairs(context, chunk=7)  # 45 pairs: six full chunks and a partial
+    left, right, offset, bias = _direct_pair_fit(context)
+    assert (fit.left is None) == (sides["left"] == "none")
+    for got, want in [(fit.left, left), (fit.right, right), (fit.offset, offset), (fit.bias, bias)]:
+        if got is not None:
+            assert isinstance(got, torch.Tensor) and got.dtype == torch.float64
+            # Rounding only: the ridge-regularised solve amplifies it to ~1e-8 here.
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-6 * float(want.abs().max()))
+
+
+@pytest.mark.parametrize("feature_size", [4, 8])  # 16 features < 45 pairs < 64 features
+def test_known_plaintext_linear_matches_the_direct_ridge(feature_size: int) -> None:
+    key, context = _a2_blobs()
+    assert context.pair_originals is not None and context.pair_obfuscated is not None
+    attack = KnownPlaintextLinearAttack(feature_size=feature_size)
+    victims = victims_of(blobs(6, 4), key)
+    got = attack.fit(context, victims.obfuscated, {})(victims.obfuscated.double())["kpl"]
+    feats = pooled_features(context.pair_obfuscated.double(), feature_size)
+    targets = context.pair_originals.double().flatten(1)
+    fc, xc = feats - feats.mean(dim=0), targets - targets.mean(dim=0)
+    gram = fc.T @ fc
+    ridge = attack.alpha * gram.trace() / fc.shape[1]
+    weights = torch.linalg.solve(gram + ridge * torch.eye(fc.shape[1], dtype=fc.dtype), fc.T @ xc)
+    want = (pooled_features(victims.obfuscated.double(), feature_size) - feats.mean(dim=0)) @ (
+        weights
+    ) + targets.mean(dim=0)
+    torch.testing.assert_close(got, want.reshape(got.shape), rtol=0, atol=1e-8)
+
+
+def test_scoring_in_chunks_matches_whole_batch_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    images, guesses = blobs(12, 5), blobs(12, 6) * 1.3 - 0.1
+    monkeypatch.setattr(base, "SCORE_PIXELS", 5 * N * N)  # 5, 5 and 2 images per call
+    chunked = base.score_reconstructions(images, guesses)
+    whole = reconstruction_metrics(images, guesses)
+    assert set(chunked) == set(METRIC_NAMES)
+    for name in METRIC_NAMES:
+        np.testing.assert_allclose(chunked[name], whole[name], rtol=1e-6)
 
 
 # --- keyless attacks (A1) ---------------------------------------------------------------------
