@@ -28,7 +28,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -356,11 +356,9 @@ def _step_sweep(run: _Run, say: Callable[[str], None]) -> None:
 
 
 def _step_privacy(run: _Run, say: Callable[[str], None]) -> None:
-    p = run.config.privacy
+    # The study's privacy section is PrivacyConfig less the run-wide seed and device.
     config = PrivacyConfig(
-        victims=p.victims, public=p.public, pairs=p.pairs, threats=p.threats, attacks=p.attacks,
-        decoder_steps=p.decoder_steps, decoder_seconds=p.decoder_seconds, mda_steps=p.mda_steps,
-        seed=run.config.seed, device=run.config.device,
+        **asdict(run.config.privacy), seed=run.config.seed, device=run.config.device
     )
     for preset in PRESETS:
         run_privacy(
