@@ -31,6 +31,7 @@ from medveil.attacks import (
     KnownPlaintextDecoderAttack,
     KnownPlaintextLinearAttack,
     LeadingBitAttack,
+    MeanImageBaseline,
     MinimumDifferenceAttack,
     MinimumDifferencePoolAttack,
     NotApplicableError,
@@ -138,6 +139,24 @@ def test_plaid_family_is_a_discriminating_test_bed(plaid_sets: dict[str, torch.T
     public, victims = plaid_sets["public"], plaid_sets["victims"]
     guess = public.mean(dim=0).expand_as(victims)
     assert float(ssim(victims, guess).mean()) < 0.5
+
+
+def test_mean_image_baseline_scores_the_public_mean_and_ignores_the_output(
+    plaid_sets: dict[str, torch.Tensor],
+) -> None:
+    public, images = plaid_sets["public"], plaid_sets["victims"]
+    key = exact_key(public)
+    context = AttackContext(threat=ThreatModel.A1, params=key.params, public=public)
+    result = MeanImageBaseline().run(context, victims_of(images, key), keep_reconstructions=True)
+    expected = reconstruction_metrics(images, public.mean(dim=0).expand_as(images).contiguous())
+    for name in METRIC_NAMES:
+        np.testing.assert_allclose(result.metrics[name], expected[name], rtol=1e-5)
+    assert result.reconstructions is not None
+    assert torch.allclose(result.reconstructions[3], public.mean(dim=0))
+    # Another key, same victims: a baseline that looked at Y would change.
+    other = MeanImageBaseline().run(context, victims_of(images, twin(key, public)))
+    np.testing.assert_array_equal(other.metrics["ssim"], result.metrics["ssim"])
+    assert 0.05 < mean_ssim(result) < 0.5  # well above 0: the yardstick, not zero, is the floor
 
 
 # --- key-based attacks (A3) and the svd preset -------------------------------------------------

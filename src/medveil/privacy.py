@@ -33,6 +33,7 @@ from medveil.attacks import (
     KnownPlaintextLinearAttack,
     LeadingBitAttack,
     MatchingAttack,
+    MeanImageBaseline,
     MinimumDifferenceAttack,
     MinimumDifferencePoolAttack,
     PublicBasisAttack,
@@ -48,6 +49,7 @@ from medveil.obfuscate import resolve_device
 from medveil.obfuscator import Obfuscator
 
 ATTACK_NAMES = (
+    "mean_image",
     "public_basis",
     "lba",
     "mda",
@@ -115,6 +117,7 @@ class PrivacyConfig:
                 progress(f"kpd step {step}/{total} loss {loss:.4f}")
 
         every = {
+            "mean_image": MeanImageBaseline(),
             "public_basis": PublicBasisAttack(),
             "lba": LeadingBitAttack(),
             "mda": MinimumDifferenceAttack(steps=self.mda_steps),

@@ -17,6 +17,7 @@ from medveil.attacks.base import (
     check_disjoint,
     content_ids,
 )
+from medveil.attacks.baseline import MeanImageBaseline
 from medveil.attacks.gram import CovarianceAttack, GramAttack
 from medveil.attacks.kpd import KnownPlaintextDecoderAttack
 from medveil.attacks.kpl import KnownPlaintextLinearAttack
@@ -37,6 +38,7 @@ __all__ = [
     "KnownPlaintextLinearAttack",
     "LeadingBitAttack",
     "MatchingAttack",
+    "MeanImageBaseline",
     "MinimumDifferenceAttack",
     "MinimumDifferencePoolAttack",
     "NotApplicableError",

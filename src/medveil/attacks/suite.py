@@ -16,6 +16,7 @@ from medveil.attacks.base import (
     ThreatModel,
     Victims,
 )
+from medveil.attacks.baseline import MeanImageBaseline
 from medveil.attacks.gram import CovarianceAttack, GramAttack
 from medveil.attacks.kpd import KnownPlaintextDecoderAttack
 from medveil.attacks.kpl import KnownPlaintextLinearAttack
@@ -30,6 +31,7 @@ from medveil.obfuscator import Obfuscator
 def default_attacks() -> list[Attack]:
     """One instance of every attack with its default parameters."""
     return [
+        MeanImageBaseline(),
         PublicBasisAttack(),
         LeadingBitAttack(),
         MinimumDifferenceAttack(),

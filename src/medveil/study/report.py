@@ -207,7 +207,9 @@ def _privacy_section(run_dir: Path, metrics: dict[str, Any]) -> str:
         "obfuscated) pairs; A3: also the key. SSIM (11x11 Gaussian, sigma 1.5) and PSNR on "
         "[0, 1] images; PSNR unclipped keeps the reconstruction's out-of-range values. "
         "Re-identification: top-1/top-5 accuracy of matching each obfuscated victim to its "
-        "original among all candidates (chance in brackets).</p>",
+        "original among all candidates (chance in brackets). The <code>mean_image</code> row is "
+        "the yardstick, not an attack: the mean public image, the same for every victim. An "
+        "attack recovers something of the victim only where it scores above that row.</p>",
     ]
     for preset in ("svd", "multistage"):
         rows = []
