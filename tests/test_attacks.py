@@ -185,6 +185,33 @@ def test_public_basis_on_svd_preset_needs_no_key(plaid_sets: dict[str, torch.Ten
     assert result.reconstructions is not None and result.reconstructions.shape == images.shape
 
 
+def test_public_basis_mean_completion_variant_fills_the_rest_with_the_mean(
+    plaid_sets: dict[str, torch.Tensor],
+) -> None:
+    public, images = plaid_sets["public"], plaid_sets["victims"]
+    key = generate_key(preset="svd", size=N, rank=2)  # a low rank leaves much to fill
+    context = AttackContext(threat=ThreatModel.A1, params=key.params, public=public)
+    victims = victims_of(images, key)
+    result = PublicBasisAttack().run(context, victims, keep_reconstructions=True)
+    variants = result.extra["variants"]
+    assert set(variants) == {"pb", "pb+mean"}
+    best = max(variants, key=lambda v: variants[v]["ssim_mean"])
+    assert result.extra["best_variant"] == best
+    assert mean_ssim(result) == pytest.approx(variants[best]["ssim_mean"])
+    # The completion adds only what lies outside the public basis's span.
+    from medveil.attacks.recovery import public_basis
+
+    basis = public_basis(context)
+    mean = public.mean(dim=0)
+    plain = victims.obfuscated @ basis.mT
+    completed = plain + mean - (mean @ basis) @ basis.mT
+    kept = result.reconstructions
+    assert kept is not None
+    expected = completed if best == "pb+mean" else plain
+    assert torch.allclose(kept, expected, atol=1e-5)
+    assert torch.allclose((completed - plain) @ basis, torch.zeros_like(plain @ basis), atol=1e-5)
+
+
 def test_public_basis_on_multistage_needs_key_or_pairs(plaid_sets: dict[str, torch.Tensor]) -> None:
     key = exact_key(plaid_sets["public"])
     context = AttackContext(threat=ThreatModel.A1, params=key.params, public=plaid_sets["public"])

@@ -127,15 +127,15 @@ class MinimumDifferenceAttack(ReconstructionAttack):
         assert context.public is not None
         forward = NoiselessObfuscation(context)
         if self.init == "public_basis":
-            start = PublicBasisAttack().fit(context, observed, extra)
+            basis_attack = PublicBasisAttack().fit(context, observed, extra)
+            start = lambda y: basis_attack(y)["pb+mean"]
         else:
             mean = sum(b.sum(dim=0) for b in batched(context.public, context)) / len(context.public)
-            start = lambda y: {"mean": mean.expand(len(y), -1, -1)}
+            start = lambda y: mean.expand(len(y), -1, -1)
         residuals: list[float] = []
 
         def reconstruct(y: torch.Tensor) -> dict[str, torch.Tensor]:
-            (x0,) = start(y).values()
-            x = x0.clamp(0.0, 1.0).clone().requires_grad_(True)
+            x = start(y).clamp(0.0, 1.0).clone().requires_grad_(True)
             norm = (y * y).sum(dim=(1, 2)).clamp_min(1e-12)
             with torch.enable_grad():
                 for step in range(self.steps):

@@ -15,7 +15,8 @@ from medveil.keys import Preset
 
 @dataclass(frozen=True, kw_only=True)
 class PublicBasisAttack(ReconstructionAttack):
-    """``X_hat = Z_hat V_hat^T``.
+    """``X_hat = Z_hat V_hat^T``, and ``X_hat + M (I - V_hat V_hat^T)`` with ``M`` the mean public
+    image (variant ``pb+mean``); the result is the better of the two (``extra["variants"]``).
 
     Uses: the public images (for ``V_hat``, :func:`~medveil.attacks.recovery.public_basis`) and
     whatever recovers ``Z_hat`` from ``Y``: the output itself for ``svd`` (A1-A3); for
@@ -52,4 +53,14 @@ class PublicBasisAttack(ReconstructionAttack):
     ) -> Reconstructor:
         basis = public_basis(context, passes=self.basis_passes)
         invert = factor_inverse(context)
-        return lambda y: {"pb": invert(y) @ basis.mT}
+        # What Z V_hat^T leaves out (the complement of V_hat's span) is filled with the mean
+        # public image's share of it: an attacker's prior for the rest of the picture.
+        assert context.public is not None
+        mean = context.public.to(context.device, context.dtype).mean(dim=0)
+        filler = mean - (mean @ basis) @ basis.mT
+
+        def reconstruct(y: torch.Tensor) -> dict[str, torch.Tensor]:
+            estimate = invert(y) @ basis.mT
+            return {"pb": estimate, "pb+mean": estimate + filler}
+
+        return reconstruct
