@@ -16,6 +16,8 @@ SCHEMES: dict[str, dict[str, Any]] = {
     "multistage-eta0.1": dict(preset="multistage", noise=0.1),
     "multistage-eta0.2": dict(preset="multistage", noise=0.2),
     "multistage-b4": dict(preset="multistage", bits=4),
+    "multistage-b3": dict(preset="multistage", bits=3),
+    "multistage-b4-eta0.05": dict(preset="multistage", bits=4, noise=0.05),
 }
 
 
