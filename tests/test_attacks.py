@@ -212,6 +212,28 @@ def test_public_basis_mean_completion_variant_fills_the_rest_with_the_mean(
     assert torch.allclose((completed - plain) @ basis, torch.zeros_like(plain @ basis), atol=1e-5)
 
 
+def test_key_holder_fits_self_made_pairs_and_beats_the_exact_inverse_under_noise(
+    plaid_sets: dict[str, torch.Tensor],
+) -> None:
+    public, images = plaid_sets["pairs"], plaid_sets["victims"]
+    params = SchemeParams(preset="multistage", size=N, rank=8, bits=8, noise=0.3)
+    key = pinned(params, "victims").calibrate(public)
+    context = AttackContext(threat=ThreatModel.A3, params=key.params, public=public, key=key)
+    result = PublicBasisAttack().run(context, victims_of(images, key))
+    variants = result.extra["variants"]
+    assert set(variants) == {"pb", "pb+mean", "pb-pairs", "pb-pairs+mean"}
+    # The exact inverse passes the noise through; the pair fit shrinks it.
+    assert variants["pb"]["ssim_mean"] < 0.1
+    assert variants["pb-pairs"]["ssim_mean"] > variants["pb"]["ssim_mean"] + 0.15
+    assert result.extra["best_variant"].startswith("pb-pairs")
+    # Without the key there are no self-made pairs.
+    pairs = AttackContext(
+        threat=ThreatModel.A2, params=key.params, public=plaid_sets["public"],
+        pair_originals=public[:100], pair_obfuscated=victims_of(public[:100], key).obfuscated,
+    )
+    assert "pb-pairs" not in PublicBasisAttack().run(pairs, victims_of(images, key)).extra["variants"]
+
+
 def test_public_basis_on_multistage_needs_key_or_pairs(plaid_sets: dict[str, torch.Tensor]) -> None:
     key = exact_key(plaid_sets["public"])
     context = AttackContext(threat=ThreatModel.A1, params=key.params, public=plaid_sets["public"])

@@ -9,14 +9,16 @@ from typing import Any, ClassVar
 import torch
 
 from medveil.attacks.base import AttackContext, ReconstructionAttack, Reconstructor, ThreatModel
-from medveil.attacks.recovery import factor_inverse, public_basis
+from medveil.attacks.recovery import factor_inverse, public_basis, self_made_pairs
 from medveil.keys import Preset
 
 
 @dataclass(frozen=True, kw_only=True)
 class PublicBasisAttack(ReconstructionAttack):
     """``X_hat = Z_hat V_hat^T``, and ``X_hat + M (I - V_hat V_hat^T)`` with ``M`` the mean public
-    image (variant ``pb+mean``); the result is the better of the two (``extra["variants"]``).
+    image (variant ``pb+mean``); under A3 on ``multistage`` also with ``Z_hat`` from a fit on
+    self-made pairs (``pb-pairs``, :func:`~medveil.attacks.recovery.self_made_pairs`). The
+    result is the best variant (``extra["variants"]`` has them all).
 
     Uses: the public images (for ``V_hat``, :func:`~medveil.attacks.recovery.public_basis`) and
     whatever recovers ``Z_hat`` from ``Y``: the output itself for ``svd`` (A1-A3); for
@@ -59,8 +61,16 @@ class PublicBasisAttack(ReconstructionAttack):
         mean = context.public.to(context.device, context.dtype).mean(dim=0)
         filler = mean - (mean @ basis) @ basis.mT
 
+        inverses = {"pb": invert}
+        if context.key is not None and context.params.preset is Preset.MULTISTAGE:
+            inverses["pb-pairs"] = self_made_pairs(context)
+
         def reconstruct(y: torch.Tensor) -> dict[str, torch.Tensor]:
-            estimate = invert(y) @ basis.mT
-            return {"pb": estimate, "pb+mean": estimate + filler}
+            out = {}
+            for name, inverse in inverses.items():
+                estimate = inverse(y) @ basis.mT
+                out[name] = estimate
+                out[f"{name}+mean"] = estimate + filler
+            return out
 
         return reconstruct

@@ -134,6 +134,8 @@ class FactorInverse:
         iterations: int = 30,
         ridge: float = 1e-6,
         chunk: int = 64,
+        originals: torch.Tensor | None = None,
+        obfuscated: torch.Tensor | None = None,
     ) -> FactorInverse:
         """Least-squares estimate of the inverse projection from known pairs (A2).
 
@@ -145,6 +147,8 @@ class FactorInverse:
         to be orthogonal); without a right projection ``R = s I`` with a least-squares scalar.
         Regressing ``Z`` on ``Y`` (not ``Y`` on ``Z``) keeps the noise of the trailing, tiny
         columns of ``Z`` from blowing up the estimate: it is the best linear predictor of ``Z``.
+        ``originals`` and ``obfuscated`` replace the context's pairs (a key holder's self-made
+        pairs, see :func:`self_made_pairs`).
 
         Every ``L`` is orthogonal (the identity, then a polar factor), so
         ``sum U_j^T U_j = sum Y_j^T Y_j`` is computed once. The sums run over ``chunk`` pairs at
@@ -154,10 +158,11 @@ class FactorInverse:
         p = context.params
         if p.preset is Preset.SVD:
             return cls.identity()
-        assert context.pair_originals is not None and context.pair_obfuscated is not None
+        originals = context.pair_originals if originals is None else originals
+        pairs = context.pair_obfuscated if obfuscated is None else obfuscated
+        assert originals is not None and pairs is not None
         dt, device = torch.float64, context.device
-        pairs = context.pair_obfuscated
-        z = factors(context.pair_originals, context).to(dt)
+        z = factors(originals, context).to(dt)
         z_mean = z.mean(dim=0)
         zc = z - z_mean
         y_sum = torch.zeros(pairs.shape[1:], dtype=dt, device=device)
@@ -213,6 +218,22 @@ def _stacked_cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     (``(B, m, m)`` float64 per pair chunk for the Gram).
     """
     return a.reshape(-1, a.shape[-1]).mT @ b.reshape(-1, b.shape[-1])
+
+
+def self_made_pairs(context: AttackContext) -> FactorInverse:
+    """A3: the key holder obfuscates the public images with fresh noise and fits on those pairs.
+
+    With the key, the attacker can make as many pairs as there are public images. The pair fit
+    is the best linear predictor of the factor, so it shrinks the noisy columns that the exact
+    inverse (:meth:`FactorInverse.from_key`) passes through: with strong noise or coarse
+    quantization it is the better reconstruction.
+    """
+    from medveil.obfuscator import Obfuscator
+
+    assert context.key is not None and context.public is not None
+    obfuscator = Obfuscator(context.key)
+    made = torch.cat([obfuscator(batch) for batch in batched(context.public, context)])
+    return FactorInverse.from_pairs(context, originals=context.public, obfuscated=made)
 
 
 def factor_inverse(context: AttackContext) -> FactorInverse:
