@@ -23,6 +23,7 @@ Run folder::
 from __future__ import annotations
 
 import json
+import math
 import platform
 import secrets
 import shutil
@@ -474,6 +475,17 @@ def _privacy_rows(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _finite(value: Any) -> Any:
+    """NaN and infinities (a metric with no value) become ``None``: strict JSON has neither."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def collect_metrics(run_dir: str | Path) -> dict[str, Any]:
     """Gather every step's saved numbers into ``metrics.json`` and ``metrics/*.csv``.
 
@@ -506,8 +518,7 @@ def collect_metrics(run_dir: str | Path) -> dict[str, Any]:
         },
     }
     metrics["claims"] = thesis_claims(metrics)
-    # NaN is not JSON: pandas writes it as null, and the CSVs keep empty cells.
-    metrics = json.loads(pd.Series([metrics]).to_json(orient="records"))[0]
+    metrics = _finite(metrics)
     atomic_write_json(run_dir / "metrics.json", metrics)
     for table in ("utility", "sweep", "privacy", "efficiency", "claims", "steps"):
         frame = pd.DataFrame(metrics[table])
