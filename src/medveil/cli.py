@@ -361,6 +361,9 @@ def sweep_rank_command(
     size: Annotated[int, typer.Option(help="Working size n when no key is given.")] = 224,
     model: Annotated[str, typer.Option(help="Model trained for each k.")] = "smallcnn",
     epochs: Annotated[int, typer.Option(help="Epochs per k.")] = 10,
+    patience: Annotated[
+        int, typer.Option(help="Early stopping patience (epochs; 0 disables).")
+    ] = 5,
     input_size: Annotated[Optional[int], typer.Option(help="Model input side.")] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
@@ -375,7 +378,8 @@ def sweep_rank_command(
             Key.load(key_file) if key_file else generate_key(preset=preset, size=size, rank=max(ks))
         )
         config = TrainConfig(
-            model=model, epochs=epochs, input_size=input_size, seed=seed, device=device
+            model=model, epochs=epochs, input_size=input_size, seed=seed, device=device,
+            patience=patience or None,
         )
         with _progress() as bar:
             task = bar.add_task("sweep", total=None)
