@@ -34,6 +34,7 @@ from medveil.attacks import (
     MeanImageBaseline,
     MinimumDifferenceAttack,
     MinimumDifferencePoolAttack,
+    NearestPublicAttack,
     NotApplicableError,
     PublicBasisAttack,
     ReidentificationAttack,
@@ -43,7 +44,7 @@ from medveil.attacks import (
     run_suite,
 )
 from medveil.attacks.gram import fit_gram, sign_rule
-from medveil.attacks.kpl import pooled_features
+from medveil.attacks.kpl import leave_one_out_errors, pooled_features
 from medveil.attacks.recovery import FactorInverse, factors
 from medveil.keys import Key, SchemeParams, generate_key
 from medveil.metrics import METRIC_NAMES, reconstruction_metrics, ssim
@@ -157,6 +158,37 @@ def test_mean_image_baseline_scores_the_public_mean_and_ignores_the_output(
     other = MeanImageBaseline().run(context, victims_of(images, twin(key, public)))
     np.testing.assert_array_equal(other.metrics["ssim"], result.metrics["ssim"])
     assert 0.05 < mean_ssim(result) < 0.5  # well above 0: the yardstick, not zero, is the floor
+
+
+def test_nearest_public_retrieves_look_alikes_by_spectrum_and_by_factor_with_the_key() -> None:
+    public = blobs(60, 1)
+    images = public[:12] * 0.97 + 0.02  # look-alikes of public images, not copies
+    key = pinned(SchemeParams(preset="multistage", size=N, rank=8), "victims").calibrate(public)
+    victims = victims_of(images, key)
+    attack = NearestPublicAttack(neighbours=(1, 5))
+    a3 = AttackContext(threat=ThreatModel.A3, params=key.params, public=public, key=key)
+    right = attack.run(a3, victims, batch_size=5)
+    variants = right.extra["variants"]
+    assert set(variants) == {"spectrum-nn1", "spectrum-nn5", "factor-nn1", "factor-nn5"}
+    assert variants["factor-nn1"]["ssim_mean"] > 0.95
+    # Averaging five neighbours blurs the one look-alike away.
+    assert variants["factor-nn5"]["ssim_mean"] < variants["factor-nn1"]["ssim_mean"] - 0.1
+    # The keyless feature does not depend on how the victims are batched.
+    whole = attack.run(a3, victims, batch_size=64).extra["variants"]
+    assert whole["spectrum-nn1"] == pytest.approx(variants["spectrum-nn1"])
+    # With the wrong key the recovered factor points at the wrong public images.
+    wrong = AttackContext(
+        threat=ThreatModel.A3, params=key.params, public=public, key=twin(key, public)
+    )
+    assert attack.run(wrong, victims).extra["variants"]["factor-nn1"]["ssim_mean"] < 0.6
+    # Keyless (A1): only the spectrum, which the svd output carries exactly.
+    a1 = AttackContext(threat=ThreatModel.A1, params=key.params, public=public)
+    assert set(attack.run(a1, victims).extra["variants"]) == {"spectrum-nn1", "spectrum-nn5"}
+    svd = generate_key(preset="svd", size=N, rank=8)
+    on_svd = AttackContext(threat=ThreatModel.A1, params=svd.params, public=public)
+    assert mean_ssim(attack.run(on_svd, victims_of(images, svd))) > 0.95
+    with pytest.raises(ValueError, match="neighbours"):
+        NearestPublicAttack(neighbours=(0,))
 
 
 # --- key-based attacks (A3) and the svd preset -------------------------------------------------
@@ -350,7 +382,7 @@ def _a2(key: Key, sets: dict[str, torch.Tensor]) -> AttackContext:
 def test_known_plaintext_linear(plaid_sets: dict[str, torch.Tensor]) -> None:
     key = exact_key(plaid_sets["public"])
     context = _a2(key, plaid_sets)
-    attack = KnownPlaintextLinearAttack(alpha=1e-6)
+    attack = KnownPlaintextLinearAttack(alphas=(1e-6,))
     assert mean_ssim(attack.run(context, victims_of(plaid_sets["victims"], key))) > 0.9
     other = twin(key, plaid_sets["public"])
     assert mean_ssim(attack.run(context, victims_of(plaid_sets["victims"], other))) < 0.3
@@ -460,18 +492,49 @@ def test_pair_fit_in_chunks_matches_the_direct_fit(sides: dict[str, str]) -> Non
             torch.testing.assert_close(got, want, rtol=0, atol=1e-6 * float(want.abs().max()))
 
 
+def test_leave_one_out_errors_match_refitting_without_each_pair() -> None:
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(30, 12, generator=gen, dtype=torch.float64)
+    targets = feats @ torch.randn(12, 7, generator=gen, dtype=torch.float64)
+    targets += 0.5 * torch.randn(30, 7, generator=gen, dtype=torch.float64)
+    alphas = (1e-3, 1.0, 100.0)
+    got = leave_one_out_errors(feats, targets, alphas=alphas)
+    for alpha in alphas:
+        ridge = alpha * (feats @ feats.T).trace() / feats.shape[1]
+        errors = []
+        for i in range(len(feats)):
+            keep = torch.arange(len(feats)) != i
+            f, x = feats[keep], targets[keep]
+            w = torch.linalg.solve(f.T @ f + ridge * torch.eye(12, dtype=f.dtype), f.T @ x)
+            errors.append(float((targets[i] - feats[i] @ w).square().mean()))
+        assert got[alpha] == pytest.approx(np.mean(errors), rel=1e-9)
+    # Noisy targets, plenty of signal: the strongest ridge is not the best.
+    assert min(got, key=got.__getitem__) != 100.0
+
+
+def test_known_plaintext_linear_picks_its_ridge_on_the_pairs() -> None:
+    key, context = _a2_blobs()
+    extra: dict[str, object] = {}
+    KnownPlaintextLinearAttack(alphas=(1e-4, 1e-2, 1.0)).fit(context, torch.zeros(1, N, N), extra)
+    loo = extra["kpl_loo"]
+    assert isinstance(loo, dict) and set(loo) == {"0.0001", "0.01", "1"}
+    assert extra["kpl_alpha"] == min((float(a) for a in loo), key=lambda a: loo[f"{a:g}"])
+    with pytest.raises(ValueError, match="alphas"):
+        KnownPlaintextLinearAttack(alphas=())
+
+
 @pytest.mark.parametrize("feature_size", [4, 8])  # 16 features < 45 pairs < 64 features
 def test_known_plaintext_linear_matches_the_direct_ridge(feature_size: int) -> None:
     key, context = _a2_blobs()
     assert context.pair_originals is not None and context.pair_obfuscated is not None
-    attack = KnownPlaintextLinearAttack(feature_size=feature_size)
+    attack = KnownPlaintextLinearAttack(feature_size=feature_size, alphas=(1e-3,))
     victims = victims_of(blobs(6, 4), key)
     got = attack.fit(context, victims.obfuscated, {})(victims.obfuscated.double())["kpl"]
     feats = pooled_features(context.pair_obfuscated.double(), feature_size)
     targets = context.pair_originals.double().flatten(1)
     fc, xc = feats - feats.mean(dim=0), targets - targets.mean(dim=0)
     gram = fc.T @ fc
-    ridge = attack.alpha * gram.trace() / fc.shape[1]
+    ridge = 1e-3 * gram.trace() / fc.shape[1]
     weights = torch.linalg.solve(gram + ridge * torch.eye(fc.shape[1], dtype=fc.dtype), fc.T @ xc)
     want = (pooled_features(victims.obfuscated.double(), feature_size) - feats.mean(dim=0)) @ (
         weights

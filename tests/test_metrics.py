@@ -31,7 +31,7 @@ def test_identical_images_are_perfect() -> None:
     m = reconstruction_metrics(x, x)
     assert set(m) == set(METRIC_NAMES)
     assert all(v.shape == (3,) for v in m.values())
-    np.testing.assert_allclose(m["ssim"], 1.0, atol=1e-9)
+    np.testing.assert_allclose(m["ssim"], 1.0, atol=1e-6)  # SSIM windows run in float32
     assert np.all(np.isinf(m["psnr"])) and np.all(np.isinf(m["psnr_unclipped"]))
     np.testing.assert_array_equal(m["mse"], 0.0)
 

@@ -36,6 +36,7 @@ from medveil.attacks import (
     MeanImageBaseline,
     MinimumDifferenceAttack,
     MinimumDifferencePoolAttack,
+    NearestPublicAttack,
     PublicBasisAttack,
     ReidentificationAttack,
     ThreatModel,
@@ -50,6 +51,7 @@ from medveil.obfuscator import Obfuscator
 
 ATTACK_NAMES = (
     "mean_image",
+    "nearest_public",
     "public_basis",
     "lba",
     "mda",
@@ -118,6 +120,7 @@ class PrivacyConfig:
 
         every = {
             "mean_image": MeanImageBaseline(),
+            "nearest_public": NearestPublicAttack(),
             "public_basis": PublicBasisAttack(),
             "lba": LeadingBitAttack(),
             "mda": MinimumDifferenceAttack(steps=self.mda_steps),

@@ -23,6 +23,7 @@ from medveil.attacks.kpd import KnownPlaintextDecoderAttack
 from medveil.attacks.kpl import KnownPlaintextLinearAttack
 from medveil.attacks.lba import LeadingBitAttack
 from medveil.attacks.mda import MinimumDifferenceAttack, MinimumDifferencePoolAttack
+from medveil.attacks.nearest import NearestPublicAttack
 from medveil.attacks.public_basis import PublicBasisAttack
 from medveil.attacks.reid import ReidentificationAttack
 from medveil.attacks.suite import SuiteResult, default_attacks, run_suite
@@ -41,6 +42,7 @@ __all__ = [
     "MeanImageBaseline",
     "MinimumDifferenceAttack",
     "MinimumDifferencePoolAttack",
+    "NearestPublicAttack",
     "NotApplicableError",
     "PublicBasisAttack",
     "ReconstructionAttack",

@@ -11,7 +11,7 @@ import torch
 from medveil.attacks.base import AttackContext, MatchingAttack, ThreatModel
 from medveil.attacks.gram import offset_by_orthogonality, offset_by_rank
 from medveil.attacks.recovery import batched
-from medveil.keys import Preset, RightProjection
+from medveil.keys import Preset, RightProjection, SchemeParams
 from medveil.stages import truncated_svd
 
 
@@ -22,20 +22,57 @@ def _log_spectrum(values: torch.Tensor, floor: float) -> torch.Tensor:
     return values.maximum(floor * values[:, :1]).clamp_min(1e-300).log()
 
 
-def _standardise(features: torch.Tensor) -> torch.Tensor:
+def standardise(features: torch.Tensor) -> torch.Tensor:
+    """Each feature to zero mean and unit variance over the set."""
     return (features - features.mean(dim=0)) / features.std(dim=0).clamp_min(1e-12)
+
+
+def output_offset(params: SchemeParams, obfuscated: torch.Tensor) -> float:
+    """The standardisation offset of ``multistage`` outputs, estimated on a set (0 for ``svd``).
+
+    :func:`~medveil.attacks.gram.offset_by_rank` when a wide right projection is used, else
+    :func:`~medveil.attacks.gram.offset_by_orthogonality`.
+    """
+    if params.preset is not Preset.MULTISTAGE:
+        return 0.0
+    if params.right is RightProjection.GAUSSIAN and params.out_width > params.rank:
+        return offset_by_rank(obfuscated, params.rank)
+    return offset_by_orthogonality(obfuscated)
+
+
+def observed_spectra(
+    params: SchemeParams, obfuscated: torch.Tensor, *, floor: float, offset: float | None = None
+) -> torch.Tensor:
+    """Log top-``k`` singular values of obfuscated arrays, the standardisation offset removed.
+
+    ``svd``: the output ``Z = U_k S_k`` has exactly the image's top-``k`` singular values.
+    ``multistage``: once the offset is removed (``offset``, else :func:`output_offset` of
+    ``obfuscated``), ``R_L`` (orthogonal) preserves the spectrum and ``R_R`` distorts it in the
+    same way for every image, so the features are comparable with plaintext ones only after
+    :func:`standardise` within each set.
+    """
+    if offset is None:
+        offset = output_offset(params, obfuscated)
+    y = obfuscated.double() + offset
+    return _log_spectrum(torch.linalg.svdvals(y)[:, : params.rank], floor)
+
+
+def plain_spectra(context: AttackContext, images: torch.Tensor, *, floor: float) -> torch.Tensor:
+    """Log top-``k`` singular values of plaintext images (as the scheme's truncation finds them)."""
+    p = context.params
+    values = [
+        truncated_svd(b, p.rank, solver=p.solver).singular_values for b in batched(images, context)
+    ]
+    return _log_spectrum(torch.cat(values), floor)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ReidentificationAttack(MatchingAttack):
     """Match by the log singular-value spectrum, one-to-one by the Hungarian algorithm.
 
-    ``svd``: the output ``Z = U_k S_k`` has exactly the image's top-``k`` singular values, so the
-    log spectra (floored at ``floor * s_1``) are compared as they are. ``multistage``: the standardisation offset is removed
-    (:func:`~medveil.attacks.gram.offset_by_rank` or
-    :func:`~medveil.attacks.gram.offset_by_orthogonality`), ``R_L`` (orthogonal) preserves the
-    spectrum and ``R_R`` distorts it in the same way for every image, so each feature is
-    standardised within the victims and within the pool before comparing. Distance: Euclidean.
+    The log spectra (floored at ``floor * s_1``; :func:`observed_spectra`,
+    :func:`plain_spectra`) are compared as they are for ``svd``; for ``multistage`` each feature
+    is standardised within the victims and within the pool first. Distance: Euclidean.
     Uses: the obfuscated victims and an unlabeled plaintext pool (A1).
 
     Parameters
@@ -63,23 +100,8 @@ class ReidentificationAttack(MatchingAttack):
     def distances(
         self, context: AttackContext, obfuscated: torch.Tensor, pool: torch.Tensor
     ) -> torch.Tensor:
-        p = context.params
-        y = obfuscated.double()
-        if p.preset is Preset.MULTISTAGE:
-            if p.right is RightProjection.GAUSSIAN and p.out_width > p.rank:
-                y = y + offset_by_rank(y, p.rank)
-            else:
-                y = y + offset_by_orthogonality(y)
-        observed = _log_spectrum(torch.linalg.svdvals(y)[:, : p.rank], self.floor)
-        plain = _log_spectrum(
-            torch.cat(
-                [
-                    truncated_svd(b, p.rank, solver=p.solver).singular_values
-                    for b in batched(pool, context)
-                ]
-            ),
-            self.floor,
-        )
-        if p.preset is Preset.MULTISTAGE:
-            observed, plain = _standardise(observed), _standardise(plain)
+        observed = observed_spectra(context.params, obfuscated, floor=self.floor)
+        plain = plain_spectra(context, pool, floor=self.floor)
+        if context.params.preset is Preset.MULTISTAGE:
+            observed, plain = standardise(observed), standardise(plain)
         return torch.cdist(observed, plain)

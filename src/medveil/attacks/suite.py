@@ -22,6 +22,7 @@ from medveil.attacks.kpd import KnownPlaintextDecoderAttack
 from medveil.attacks.kpl import KnownPlaintextLinearAttack
 from medveil.attacks.lba import LeadingBitAttack
 from medveil.attacks.mda import MinimumDifferenceAttack, MinimumDifferencePoolAttack
+from medveil.attacks.nearest import NearestPublicAttack
 from medveil.attacks.public_basis import PublicBasisAttack
 from medveil.attacks.reid import ReidentificationAttack
 from medveil.keys import Key
@@ -32,6 +33,7 @@ def default_attacks() -> list[Attack]:
     """One instance of every attack with its default parameters."""
     return [
         MeanImageBaseline(),
+        NearestPublicAttack(),
         PublicBasisAttack(),
         LeadingBitAttack(),
         MinimumDifferenceAttack(),

@@ -209,7 +209,10 @@ def _privacy_section(run_dir: Path, metrics: dict[str, Any]) -> str:
         "Re-identification: top-1/top-5 accuracy of matching each obfuscated victim to its "
         "original among all candidates (chance in brackets). The <code>mean_image</code> row is "
         "the yardstick, not an attack: the mean public image, the same for every victim. An "
-        "attack recovers something of the victim only where it scores above that row.</p>",
+        "attack recovers something of the victim only where it scores above that row. The "
+        "<code>nearest_public</code> row returns the public images that look most like the "
+        "victim through the obfuscation (by singular-value spectrum, or by the recovered factor "
+        "where the key or pairs allow): it shows what picking look-alikes alone achieves.</p>",
     ]
     for preset in ("svd", "multistage"):
         rows = []
