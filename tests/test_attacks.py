@@ -260,10 +260,15 @@ def test_key_holder_fits_self_made_pairs_and_beats_the_exact_inverse_under_noise
     assert result.extra["best_variant"].startswith("pb-pairs")
     # Without the key there are no self-made pairs.
     pairs = AttackContext(
-        threat=ThreatModel.A2, params=key.params, public=plaid_sets["public"],
-        pair_originals=public[:100], pair_obfuscated=victims_of(public[:100], key).obfuscated,
+        threat=ThreatModel.A2,
+        params=key.params,
+        public=plaid_sets["public"],
+        pair_originals=public[:100],
+        pair_obfuscated=victims_of(public[:100], key).obfuscated,
     )
-    assert "pb-pairs" not in PublicBasisAttack().run(pairs, victims_of(images, key)).extra["variants"]
+    assert (
+        "pb-pairs" not in PublicBasisAttack().run(pairs, victims_of(images, key)).extra["variants"]
+    )
 
 
 def test_public_basis_on_multistage_needs_key_or_pairs(plaid_sets: dict[str, torch.Tensor]) -> None:
@@ -494,22 +499,34 @@ def test_pair_fit_in_chunks_matches_the_direct_fit(sides: dict[str, str]) -> Non
 
 def test_leave_one_out_errors_match_refitting_without_each_pair() -> None:
     gen = torch.Generator().manual_seed(0)
-    feats = torch.randn(30, 12, generator=gen, dtype=torch.float64)
-    targets = feats @ torch.randn(12, 7, generator=gen, dtype=torch.float64)
-    targets += 0.5 * torch.randn(30, 7, generator=gen, dtype=torch.float64)
-    alphas = (1e-3, 1.0, 100.0)
-    got = leave_one_out_errors(feats, targets, alphas=alphas)
-    for alpha in alphas:
-        ridge = alpha * (feats @ feats.T).trace() / feats.shape[1]
-        errors = []
-        for i in range(len(feats)):
-            keep = torch.arange(len(feats)) != i
-            f, x = feats[keep], targets[keep]
-            w = torch.linalg.solve(f.T @ f + ridge * torch.eye(12, dtype=f.dtype), f.T @ x)
-            errors.append(float((targets[i] - feats[i] @ w).square().mean()))
-        assert got[alpha] == pytest.approx(np.mean(errors), rel=1e-9)
-    # Noisy targets, plenty of signal: the strongest ridge is not the best.
-    assert min(got, key=got.__getitem__) != 100.0
+    for count, dim in ((30, 12), (12, 30)):  # more pairs than features, and fewer
+        feats = torch.randn(count, dim, generator=gen, dtype=torch.float64) + 3.0
+        targets = feats @ torch.randn(dim, 7, generator=gen, dtype=torch.float64) + 1.0
+        targets += 0.5 * torch.randn(count, 7, generator=gen, dtype=torch.float64)
+        fc, xc = feats - feats.mean(dim=0), targets - targets.mean(dim=0)
+        alphas = (1e-4, 1.0, 100.0)
+        got = leave_one_out_errors(fc, xc, alphas=alphas)
+        for alpha in alphas:
+            ridge = alpha * (fc @ fc.T).trace() / dim
+            errors = []
+            for i in range(count):  # refit, intercept included, on the other pairs
+                keep = torch.arange(count) != i
+                f_mean, x_mean = feats[keep].mean(dim=0), targets[keep].mean(dim=0)
+                f, x = feats[keep] - f_mean, targets[keep] - x_mean
+                w = torch.linalg.solve(f.T @ f + ridge * torch.eye(dim, dtype=f.dtype), f.T @ x)
+                guess = (feats[i] - f_mean) @ w + x_mean
+                errors.append(float((targets[i] - guess).square().mean()))
+            assert got[alpha] == pytest.approx(np.mean(errors), rel=1e-7)
+    # The choice follows the data: targets unrelated to the features want the strongest ridge,
+    # exactly linear ones the weakest.
+    fc = torch.randn(40, 10, generator=gen, dtype=torch.float64)
+    fc -= fc.mean(dim=0)
+    for xc, best in (
+        (torch.randn(40, 5, generator=gen, dtype=torch.float64), 100.0),
+        (fc @ torch.randn(10, 5, generator=gen, dtype=torch.float64), 1e-4),
+    ):
+        errors = leave_one_out_errors(fc, xc - xc.mean(dim=0), alphas=(1e-4, 1.0, 100.0))
+        assert min(errors, key=errors.__getitem__) == best
 
 
 def test_known_plaintext_linear_picks_its_ridge_on_the_pairs() -> None:

@@ -23,11 +23,13 @@ def leave_one_out_errors(
 ) -> dict[float, float]:
     """Leave-one-out mean squared error of ridge regression, per relative strength ``alpha``.
 
-    For centred ``features`` ``F`` (``N x p``) and ``targets`` ``X`` (``N x q``), ridge
-    ``a = alpha * trace(F F^T) / p``. From ``F F^T = Q diag(l) Q^T`` the hat matrix is
-    ``H = Q diag(l / (l + a)) Q^T`` and the residual of pair ``i`` when it is left out is
-    ``((I - H) X)_i / (1 - H_ii)``; its squared norm needs only ``Q^T X X^T Q``, so every
-    ``alpha`` costs ``O(N^3)`` after one ``O(N^2 q)`` product. The error is per target entry.
+    ``features`` ``F`` (``N x p``) and ``targets`` ``X`` (``N x q``) are centred; the fit has an
+    unpenalised intercept, refitted without the left-out pair, and the ridge
+    ``a = alpha * trace(F F^T) / p`` of the whole set. From ``F F^T = Q diag(l) Q^T`` the hat
+    matrix is ``H = 1 1^T / N + Q diag(l / (l + a)) Q^T`` and the residual of pair ``i`` when it
+    is left out is exactly ``((I - H) X)_i / (1 - H_ii)``; its squared norm needs only
+    ``Q^T X X^T Q``, so every ``alpha`` costs ``O(N^3)`` after one ``O(N^2 q)`` product. The
+    error is per target entry.
     """
     kernel = features @ features.T
     evals, evecs = torch.linalg.eigh(kernel)
@@ -43,7 +45,7 @@ def leave_one_out_errors(
         ridge = alpha * scale
         shrunk = evecs * (ridge / (evals + ridge))  # Q diag(1 - l / (l + a))
         residual = ((shrunk @ outer) * shrunk).sum(dim=1)
-        leverage = (evecs.square() * (evals / (evals + ridge))).sum(dim=1)
+        leverage = 1 / len(features) + (evecs.square() * (evals / (evals + ridge))).sum(dim=1)
         loo = residual / (1 - leverage).clamp_min(1e-12).square()
         errors[alpha] = float(loo.mean()) / targets.shape[1]
     return errors
