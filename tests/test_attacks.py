@@ -258,6 +258,8 @@ def test_key_holder_fits_self_made_pairs_and_beats_the_exact_inverse_under_noise
     assert variants["pb"]["ssim_mean"] < 0.1
     assert variants["pb-pairs"]["ssim_mean"] > variants["pb"]["ssim_mean"] + 0.15
     assert result.extra["best_variant"].startswith("pb-pairs")
+    lba = LeadingBitAttack().run(context, victims_of(images, key)).extra["variants"]
+    assert lba["pairs t=8"]["ssim_mean"] > lba["t=8"]["ssim_mean"] + 0.15
     # Without the key there are no self-made pairs.
     pairs = AttackContext(
         threat=ThreatModel.A2,
@@ -288,12 +290,12 @@ def test_leading_bit_attack_reports_every_t_and_fails_with_wrong_key(
         AttackContext(threat=ThreatModel.A3, params=key.params, public=public, key=key), victims
     )
     variants = result.extra["variants"]
-    assert set(variants) == {f"t={t}" for t in range(1, 9)}
-    assert result.extra["best_variant"] == "t=8"
+    assert set(variants) == {f"{p}t={t}" for t in range(1, 9) for p in ("", "pairs ")}
+    assert result.extra["best_variant"] in ("t=8", "pairs t=8")
     assert mean_ssim(result) > 0.9
-    assert (
-        variants["t=1"]["ssim_mean"] < variants["t=4"]["ssim_mean"] < variants["t=8"]["ssim_mean"]
-    )
+    for p in ("", "pairs "):
+        ssims = [variants[f"{p}t={t}"]["ssim_mean"] for t in (1, 4, 8)]
+        assert ssims[0] < ssims[1] < ssims[2]
     wrong = AttackContext(
         threat=ThreatModel.A3, params=key.params, public=public, key=twin(key, public)
     )

@@ -8,7 +8,13 @@ from typing import Any, ClassVar
 import torch
 
 from medveil.attacks.base import AttackContext, ReconstructionAttack, Reconstructor, ThreatModel
-from medveil.attacks.recovery import estimate_clip, factor_inverse, public_basis
+from medveil.attacks.recovery import (
+    estimate_clip,
+    factor_inverse,
+    public_basis,
+    self_made_pairs,
+)
+from medveil.keys import Preset
 from medveil.stages import dequantize, quantize
 
 
@@ -31,7 +37,8 @@ class LeadingBitAttack(ReconstructionAttack):
     """For ``t = 1 ... b``: ``X_hat_t = deq(MSB_t(Q_b(Z_hat))) V_hat^T``; reports every ``t``.
 
     ``Z_hat`` is recovered as in :class:`~medveil.attacks.public_basis.PublicBasisAttack`
-    (key under A3, least-squares projection from the pairs under A2), then re-quantized to
+    (key under A3, least-squares projection from the pairs under A2; under A3 on ``multistage``
+    also from a fit on self-made pairs, variants ``pairs t=...``), then re-quantized to
     ``b`` bits over ``[-c, c]`` with ``c`` from the leaked key or re-calibrated on the public
     images (A2). Uses: public images, and the key (A3) or pairs (A2). The result's metrics are
     those of the best ``t`` (``extra["best_variant"]``); every ``t`` is in ``extra["variants"]``.
@@ -56,16 +63,18 @@ class LeadingBitAttack(ReconstructionAttack):
         bits = self.bits or context.params.bits or 8
         clip = estimate_clip(context)
         basis = public_basis(context, passes=self.basis_passes)
-        invert = factor_inverse(context)
+        inverses = {"": factor_inverse(context)}
+        if context.key is not None and context.params.preset is Preset.MULTISTAGE:
+            inverses["pairs "] = self_made_pairs(context)
 
         def reconstruct(y: torch.Tensor) -> dict[str, torch.Tensor]:
-            codes = quantize(invert(y), bits=bits, clip=clip)
-            return {
-                f"t={t}": dequantize(
-                    leading_bits(codes, bits=bits, keep=t), bits=bits, clip=clip, dtype=y.dtype
-                )
-                @ basis.mT
-                for t in range(1, bits + 1)
-            }
+            out = {}
+            for prefix, invert in inverses.items():
+                codes = quantize(invert(y), bits=bits, clip=clip)
+                for t in range(1, bits + 1):
+                    kept = leading_bits(codes, bits=bits, keep=t)
+                    z = dequantize(kept, bits=bits, clip=clip, dtype=y.dtype)
+                    out[f"{prefix}t={t}"] = z @ basis.mT
+            return out
 
         return reconstruct
