@@ -78,7 +78,7 @@ class KnownPlaintextLinearAttack(ReconstructionAttack):
     threats: ClassVar[frozenset[ThreatModel]] = frozenset({ThreatModel.A2})
 
     feature_size: int = 32
-    alphas: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    alphas: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 
     def __post_init__(self) -> None:
         if not self.alphas or min(self.alphas) <= 0:
