@@ -305,16 +305,9 @@ def test_leading_bit_attack_reports_every_t_and_fails_with_wrong_key(
 def test_leading_bit_attack_under_a2_estimates_the_projection(
     plaid_sets: dict[str, torch.Tensor],
 ) -> None:
-    public, images, pairs = plaid_sets["public"], plaid_sets["victims"], plaid_sets["pairs"]
+    public, images = plaid_sets["public"], plaid_sets["victims"]
     key = exact_key(public, rank=RANK)
-    known = victims_of(pairs, key)
-    context = AttackContext(
-        threat=ThreatModel.A2,
-        params=key.params,
-        public=public,
-        pair_originals=known.originals,
-        pair_obfuscated=known.obfuscated,
-    )
+    context = _a2(key, plaid_sets)
     assert mean_ssim(LeadingBitAttack().run(context, victims_of(images, key))) > 0.9
     # Pairs under another key teach the wrong projection.
     assert mean_ssim(LeadingBitAttack().run(context, victims_of(images, twin(key, public)))) < 0.2

@@ -60,11 +60,9 @@ class KnownPlaintextLinearAttack(ReconstructionAttack):
     than features) on centred features ``F`` and images ``X``, with
     ``a = alpha * trace(F^T F) / p``. Uses: the known pairs only (A2).
 
-    The attacker picks ``alpha`` among ``alphas`` by the leave-one-out error on the pairs,
-    computed exactly from one eigendecomposition ``F F^T = Q diag(l) Q^T``: with the hat matrix
-    ``H = Q diag(l / (l + a)) Q^T``, the left-out residual of pair ``i`` is
-    ``((I - H) X)_i / (1 - H_ii)``, and its squared norm needs only ``Q^T X X^T Q``.
-    ``extra["kpl_loo"]`` records the error per ``alpha`` and ``extra["kpl_alpha"]`` the choice.
+    The attacker picks ``alpha`` among ``alphas`` by the exact leave-one-out error on the pairs
+    (:func:`leave_one_out_errors`); ``extra["kpl_loo"]`` records the error per ``alpha`` and
+    ``extra["kpl_alpha"]`` the choice.
 
     Parameters
     ----------
