@@ -71,8 +71,6 @@ class NearestPublicAttack(ReconstructionAttack):
         # The offset and the victims' feature statistics are estimated once on every observed
         # victim, so a reconstruction does not depend on how the victims are batched.
         offset = output_offset(p, observed)
-        seen = observed_spectra(p, observed, floor=self.floor, offset=offset)
-        centre, spread = seen.mean(dim=0), seen.std(dim=0).clamp_min(1e-12)
         plain = plain_spectra(context, context.public, floor=self.floor)
 
         def spectrum(y: torch.Tensor) -> torch.Tensor:
@@ -80,6 +78,8 @@ class NearestPublicAttack(ReconstructionAttack):
 
         features: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]] = {}
         if p.preset is Preset.MULTISTAGE:
+            seen = spectrum(observed)
+            centre, spread = seen.mean(dim=0), seen.std(dim=0).clamp_min(1e-12)
             features["spectrum"] = (lambda y: (spectrum(y) - centre) / spread, standardise(plain))
         else:
             features["spectrum"] = (spectrum, plain)
