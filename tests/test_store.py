@@ -162,6 +162,64 @@ def test_refuses_a_foreign_non_empty_output_folder(tmp_path, key):
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
 
 
+def _tree(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("marker", [b"", b"medveil study\n"])
+def test_a_marked_folder_with_other_content_is_never_emptied(tmp_path, key, marker):
+    # A study run folder (or an old store folder) that holds a user's files: obfuscating into it
+    # used to delete everything but the marker.
+    src = write_folder(tmp_path / "data", per_class=2)
+    out = tmp_path / "run"
+    (out / "results").mkdir(parents=True)
+    (out / ".medveil-output").write_bytes(marker)
+    (out / "precious.txt").write_text("precious")
+    (out / "results" / "r.csv").write_text("a,b\n1,2\n")
+    before = _tree(out)
+    with pytest.raises(StoreError, match="--overwrite") as info:
+        obfuscate_dataset(src, key=key, output=out, device="cpu")
+    assert "precious.txt" in str(info.value) and "results/" in str(info.value)
+    assert _tree(out) == before and (out / "precious.txt").read_text() == "precious"
+    # With overwrite the store is written beside them, and they are kept.
+    obfuscate_dataset(src, key=key, output=out, overwrite=True, device="cpu")
+    assert (out / "precious.txt").read_text() == "precious"
+    assert (out / "results" / "r.csv").read_text() == "a,b\n1,2\n"
+    assert len(ObfuscatedStore(out).split("all")) == 4
+    assert (out / ".medveil-output").read_bytes() == (marker or b"medveil store\n")
+
+
+def test_replacing_a_store_deletes_only_its_own_files(tmp_path, key):
+    src = write_folder(tmp_path / "data", per_class=4)
+    out = tmp_path / "store"
+    obfuscate_dataset(src, key=key, output=out, files_per_shard=3, device="cpu")
+    assert (out / ".medveil-output").read_text() == "medveil store\n"
+    shards_before = sorted(p.name for p in (out / "all").iterdir())
+    assert "images-00002.npy" in shards_before
+    (out / "all" / "notes.txt").write_text("mine")
+    other = generate_key(size=32, rank=6).calibrate(smooth_images(8, 32))
+    with pytest.raises(StoreError, match="all/notes.txt"):
+        obfuscate_dataset(src, key=other, output=out, device="cpu")
+    # Fewer, larger shards this time: the old third shard must go, the user's note must stay.
+    obfuscate_dataset(src, key=other, output=out, overwrite=True, files_per_shard=8, device="cpu")
+    names = sorted(p.name for p in (out / "all").iterdir())
+    assert names == ["images-00000.npy", "labels-00000.npy", "notes.txt", "shard-00000.json"]
+    assert ObfuscatedStore(out).key_fingerprint == other.fingerprint
+
+
+def test_an_incomplete_store_with_another_plan_keeps_foreign_files(tmp_path, key):
+    src = write_folder(tmp_path / "data", per_class=4)
+    out = tmp_path / "store"
+    obfuscate_dataset(src, key=key, output=out, files_per_shard=3, device="cpu")
+    (out / "manifest.json").unlink()  # as if the run had been killed before finishing
+    (out / "keep.md").write_text("mine")
+    other = generate_key(size=32, rank=6).calibrate(smooth_images(8, 32))
+    with pytest.raises(StoreError, match="keep.md"):
+        obfuscate_dataset(src, key=other, output=out, device="cpu")
+    assert (out / "keep.md").read_text() == "mine"
+    assert (out / "all" / "images-00000.npy").is_file()
+
+
 def test_layout_errors_are_explained(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetLayoutError, match="empty folder"):

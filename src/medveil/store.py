@@ -3,7 +3,7 @@
 Layout of a store folder::
 
     manifest.json               written last; its presence marks a complete store
-    .medveil-output             marker: this folder is a medveil output (keys are refused here)
+    .medveil-output             marker "medveil store" (:mod:`medveil.outputs`; keys are refused here)
     <split>/images-00000.npy    float32 (count, n, m), memory-mappable
     <split>/labels-00000.npy    int64 (count,)
     <split>/shard-00000.json    shard metadata; written after its arrays (the shard's done mark)
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +30,61 @@ from torch.utils.data import Dataset
 from medveil.atomic import atomic_save_npy, atomic_write_json
 from medveil.errors import StoreError
 from medveil.layout import SPLIT_ORDER
+from medveil.outputs import MARKER, UNKNOWN, mark_output, output_kind
 
 STORE_FORMAT = "medveil-store"
 STORE_VERSION = 1
-MARKER = ".medveil-output"
+STORE_KIND = "store"
 PLAN_FILE = ".plan.json"
+# The only names a store writes: anything else in its folder belongs to someone else and is
+# never deleted (a study's results, a user's notes).
+_TOP_FILES = ("manifest.json", PLAN_FILE)
+_SHARD_FILE = re.compile(r"(images|labels)-\d{5}\.npy|(shard|names)-\d{5}\.json")
+_TEMPORARY = re.compile(r"\.(.+)\.[^.]+\.tmp")
+
+
+def _is_own_name(name: str, *, top: bool) -> bool:
+    match = _TEMPORARY.fullmatch(name)
+    base = match.group(1) if match else name
+    return base in _TOP_FILES if top else _SHARD_FILE.fullmatch(base) is not None
+
+
+def _own_entries(root: Path) -> list[Path]:
+    """The files of ``root`` that a store writes (its temporaries included), never followed
+    through symbolic links."""
+    own = [
+        p for p in root.iterdir()
+        if not p.is_symlink() and p.is_file() and _is_own_name(p.name, top=True)
+    ]
+    for split in SPLIT_ORDER:
+        folder = root / split
+        if folder.is_dir() and not folder.is_symlink():
+            own.extend(
+                p for p in folder.iterdir()
+                if not p.is_symlink() and p.is_file() and _is_own_name(p.name, top=False)
+            )
+    return sorted(own)
+
+
+def _foreign_entries(root: Path) -> list[Path]:
+    """What ``root`` holds that a store did not write (files, folders, links)."""
+    foreign = []
+    for p in sorted(root.iterdir()):
+        if p.name == MARKER:
+            continue
+        if p.name in SPLIT_ORDER and p.is_dir() and not p.is_symlink():
+            foreign.extend(
+                q for q in sorted(p.iterdir())
+                if q.is_symlink() or not q.is_file() or not _is_own_name(q.name, top=False)
+            )
+        elif p.is_symlink() or not p.is_file() or not _is_own_name(p.name, top=True):
+            foreign.append(p)
+    return foreign
+
+
+def _display(root: Path, path: Path) -> str:
+    relative = path.relative_to(root).as_posix()
+    return relative + "/" if path.is_dir() and not path.is_symlink() else relative
 
 
 def shard_stem(index: int) -> str:
@@ -54,8 +104,10 @@ class StoreWriter:
     """Creates or resumes a store at ``root`` for one ``plan`` (a dict that identifies the run).
 
     A complete store with the same plan is left alone (:attr:`complete` is True); an incomplete
-    one with the same plan is resumed; anything else that medveil wrote is cleared first, and
-    a foreign non-empty folder is refused.
+    one with the same plan is resumed; a store with another plan is cleared first (a complete one
+    only with ``overwrite``). Only the store's own files are ever deleted: a folder holding
+    anything else, or another kind of medveil output (a study, a training run), is refused
+    unless ``overwrite``, and even then its other content is kept.
     """
 
     def __init__(self, root: Path, *, plan: dict[str, Any], overwrite: bool = False) -> None:
@@ -70,10 +122,26 @@ class StoreWriter:
         if root.exists() and not root.is_dir():
             raise StoreError(f"{root}: exists and is not a folder")
         if root.exists() and any(root.iterdir()):
-            if not (root / MARKER).is_file():
+            kind = output_kind(root)
+            if kind is None:
                 raise StoreError(
                     f"{root}: folder is not empty and is not a medveil output; "
                     "choose a new output folder"
+                )
+            foreign = _foreign_entries(root)
+            if (foreign or kind not in (STORE_KIND, UNKNOWN)) and not overwrite:
+                what = (
+                    f"a medveil {kind}" if kind not in (STORE_KIND, UNKNOWN)
+                    else "files that are not part of a medveil store"
+                )
+                listed = ", ".join(_display(root, p) for p in foreign[:5])
+                more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+                raise StoreError(
+                    f"{root}: holds {what}"
+                    + (f" ({listed}{more})" if foreign else "")
+                    + "; choose a new output folder, or pass --overwrite to write the store "
+                    "there anyway (only the store's own files are replaced; nothing else is "
+                    "deleted)"
                 )
             manifest_path = root / "manifest.json"
             if manifest_path.is_file():
@@ -84,7 +152,7 @@ class StoreWriter:
                 if not overwrite:
                     raise StoreError(
                         f"{root}: holds a complete store made with other inputs or settings; "
-                        "pass overwrite to replace it, or choose a new output folder"
+                        "pass --overwrite to replace it, or choose a new output folder"
                     )
                 self._clear()
             else:
@@ -96,22 +164,24 @@ class StoreWriter:
                 else:
                     self._clear()
         root.mkdir(parents=True, exist_ok=True)
-        (root / MARKER).touch()
+        if output_kind(root) in (None, UNKNOWN):
+            mark_output(root, kind=STORE_KIND)
         if not self.resumed:
             atomic_write_json(root / PLAN_FILE, self.plan)
 
     def _clear(self) -> None:
-        for child in self.root.iterdir():
-            if child.name == MARKER:
-                continue
-            if child.is_dir():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+        """Delete the store's own files (and nothing else) so that it can be written anew."""
+        for path in _own_entries(self.root):
+            path.unlink(missing_ok=True)
+        for split in SPLIT_ORDER:
+            folder = self.root / split
+            if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+                folder.rmdir()
 
     def _remove_temporaries(self) -> None:
-        for tmp in self.root.rglob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+        for path in _own_entries(self.root):
+            if _TEMPORARY.fullmatch(path.name):
+                path.unlink(missing_ok=True)
 
     def shard_record(self, split: str, index: int) -> ShardRecord | None:
         """The record of a finished shard, or ``None`` if it still has to be written."""

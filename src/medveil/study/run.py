@@ -49,6 +49,7 @@ from medveil.loading import LoadOptions, load_image
 from medveil.machine import describe
 from medveil.obfuscate import obfuscate_dataset, resolve_device
 from medveil.obfuscator import Obfuscator
+from medveil.outputs import mark_output
 from medveil.privacy import PrivacyConfig, run_privacy
 from medveil.study.claims import thesis_claims
 from medveil.study.config import ConfigError, StudyConfig
@@ -60,7 +61,6 @@ __all__ = ["STEPS", "StudyError", "StudyResult", "collect_metrics", "run_study"]
 
 STEPS = ("data", "keys", "obfuscate", "pipeline", "efficiency", "train", "sweep", "privacy")
 PRESETS = (Preset.SVD, Preset.MULTISTAGE)
-MARKER = ".medveil-output"  # keys.ensure_not_in_output refuses keys under a folder with it
 
 
 class StudyError(MedveilError, ValueError):
@@ -110,7 +110,7 @@ class _Run:
                 )
             return
         (self.dir / "metrics").mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.dir / MARKER, b"medveil study\n")
+        mark_output(self.dir, kind="study")
         atomic_write_bytes(config_path, text.encode())
         atomic_write_json(
             self.info_path,
