@@ -53,6 +53,7 @@ def test_save_refuses_to_overwrite_and_to_land_in_an_output(tmp_path):
 
 def _write(path, payload):
     path.write_text(json.dumps(payload))
+    path.chmod(0o600)
     return path
 
 
@@ -68,6 +69,7 @@ def test_load_rejects_unknown_version_and_missing_fields(tmp_path):
     with pytest.raises(InvalidKeyError, match="missing field.*secret"):
         Key.load(_write(tmp_path / "s.key", {k: v for k, v in data.items() if k != "secret"}))
     (tmp_path / "junk.key").write_text("not json")
+    (tmp_path / "junk.key").chmod(0o600)
     with pytest.raises(InvalidKeyError, match="junk.key"):
         Key.load(tmp_path / "junk.key")
     with pytest.raises(InvalidKeyError, match="no such key file"):
