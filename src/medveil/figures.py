@@ -17,13 +17,24 @@ from medveil.keys import Preset  # noqa: E402
 from medveil.obfuscator import Obfuscator  # noqa: E402
 
 
+def _refuse_pinned_noise(obfuscator: Obfuscator) -> None:
+    # A figure puts an image beside its obfuscation; with a pinned seed anyone could redraw the
+    # noise and subtract it, so figures are drawn with fresh noise only.
+    if obfuscator.noise.pinned:
+        raise ValueError(
+            "figures show an image beside its obfuscation, so they are drawn with fresh noise "
+            "only: build the Obfuscator without noise_seed"
+        )
+
+
 def stage_figure(obfuscator: Obfuscator, image: np.ndarray, *, title: str | None = None) -> Figure:
     """Matplotlib figure of ``image`` (``n x n`` in [0, 1]) through every stage.
 
     Top row: what leaves each stage (the factor ``Z`` is ``n x k``; the output ``n x m``).
     Bottom row: the custodian's view, each factor multiplied back by the secret ``V_k^T``,
-    which the recipient of the output never has.
+    which the recipient of the output never has. The obfuscator's noise must not be pinned.
     """
+    _refuse_pinned_noise(obfuscator)
     out = obfuscator.stages(torch.as_tensor(image, dtype=torch.float32)[None])
     basis = out.truncation.basis[0].numpy()
     p = obfuscator.params
@@ -80,8 +91,11 @@ def pipeline_figure(
 
     Columns: the original, its rank-k approximation (the custodian's view), the ``svd``
     preset's output ``Z = U_k S_k`` (what the prior scheme hands out), then the ``multistage``
-    stages: the quantized factor, the noised factor and the projected output ``Y``.
+    stages: the quantized factor, the noised factor and the projected output ``Y``. Neither
+    obfuscator's noise may be pinned.
     """
+    _refuse_pinned_noise(svd)
+    _refuse_pinned_noise(multistage)
     batch = torch.as_tensor(images, dtype=torch.float32)
     plain = svd.stages(batch)
     staged = multistage.stages(batch)

@@ -56,7 +56,15 @@ class Obfuscator:
     dtype
         ``torch.float32`` (default) or ``torch.float64`` for the computation.
     noise_seed
-        Pins the Gaussian noise, for tests and reproducibility studies only.
+        Pins the Gaussian noise, for tests only. Without it the noise comes from a generator
+        keyed with 128 bits of OS entropy, fresh in every process (:class:`NoiseSource`). Never
+        publish outputs made with a pinned seed: whoever knows the seed can redraw the noise.
+
+    Notes
+    -----
+    The noise is fresh on every call, so obfuscating the same image twice gives two different
+    outputs whose average carries less noise (N copies: the noise's standard deviation divided
+    by the square root of N). Hand each image to a recipient once.
     """
 
     def __init__(

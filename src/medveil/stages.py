@@ -14,6 +14,7 @@ from enum import StrEnum
 
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
 # Fixed start block of the subspace iteration: the same for every image and every run, so the
 # truncation is a deterministic function of the image alone (whatever the batch it is in).
@@ -169,43 +170,55 @@ def dequantize(codes: torch.Tensor, *, bits: int, clip: float, dtype: torch.dtyp
 class NoiseSource:
     """Where stage 3's Gaussian noise comes from.
 
-    By default a fresh generator seeded from the operating system (:mod:`secrets`) per process:
-    the noise is never derived from the key and differs between runs. ``seed`` pins it for tests
-    and reproducibility studies only: noise is then drawn image by image, in order, from one
-    NumPy Philox stream on the CPU, so the result does not depend on batch size or device.
+    By default a NumPy Philox-4x64 generator keyed with 128 bits from the operating system
+    (:mod:`secrets`), drawn afresh in every process: the noise is never derived from the key and
+    differs between runs, and guessing it means guessing 128 bits. ``seed`` pins it, for tests
+    only (a pinned seed next to a published plaintext/output pair lets anyone reproduce the
+    noise): noise is then drawn image by image, in order, from one Philox stream on the CPU in
+    float64, so the result does not depend on batch size, dtype or device. A forked copy (a
+    ``DataLoader`` worker) never continues its parent's stream: a fresh 128-bit key by default,
+    or with a pinned seed the stream of ``(seed, worker id)``, so workers draw different noise
+    and a rerun with the same seed and workers draws the same.
     """
 
     def __init__(self, *, seed: int | None = None) -> None:
         self._seed = seed
+        self._creator = os.getpid()
         self._pid = -1
-        self._numpy: np.random.Generator | None = None
-        self._torch: dict[str, torch.Generator] = {}
+        self._generator: np.random.Generator | None = None
 
     @property
     def pinned(self) -> bool:
         return self._seed is not None
 
-    def _reseed_if_forked(self) -> None:
-        # A DataLoader worker is a forked copy: reseed so that workers never share a stream.
+    def _bit_generator(self) -> np.random.BitGenerator:
+        if self._seed is None:
+            return np.random.Philox(key=secrets.randbits(128))
+        info = get_worker_info()
+        if info is None and os.getpid() == self._creator:
+            return np.random.Philox(self._seed)
+        # Spawn keys give independent child streams of the pinned seed (NumPy's SeedSequence);
+        # worker ids are small, other forked copies are told apart by their process id.
+        child = info.id if info is not None else (1 << 32) + os.getpid()
+        return np.random.Philox(np.random.SeedSequence(self._seed, spawn_key=(child,)))
+
+    def _stream(self) -> np.random.Generator:
         if self._pid != os.getpid():
             self._pid = os.getpid()
-            self._torch = {}
-            if self._seed is not None:
-                self._numpy = np.random.Generator(np.random.Philox(self._seed))
+            self._generator = np.random.Generator(self._bit_generator())
+        assert self._generator is not None
+        return self._generator
 
     def normal(
         self, shape: tuple[int, ...], *, std: float, dtype: torch.dtype, device: torch.device
     ) -> torch.Tensor:
-        self._reseed_if_forked()
-        if self._numpy is not None:
-            draws = self._numpy.standard_normal(size=shape)
+        stream = self._stream()
+        if self.pinned:
+            draws = stream.standard_normal(size=shape)
             return torch.as_tensor(draws * std, dtype=dtype, device=device)
-        key = str(device)
-        if key not in self._torch:
-            gen = torch.Generator(device=device)
-            gen.manual_seed(secrets.randbits(63))
-            self._torch[key] = gen
-        return torch.randn(shape, generator=self._torch[key], dtype=dtype, device=device) * std
+        draw_type = np.float32 if dtype == torch.float32 else np.float64
+        draws = torch.from_numpy(stream.standard_normal(size=shape, dtype=draw_type))
+        return draws.to(device=device, dtype=dtype).mul_(std)
 
 
 def add_noise(z: torch.Tensor, *, std: float, source: NoiseSource) -> torch.Tensor:

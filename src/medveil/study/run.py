@@ -43,7 +43,7 @@ from medveil.atomic import atomic_write_bytes, atomic_write_json
 from medveil.calibration import load_calibration_images
 from medveil.errors import MedveilError
 from medveil.figures import pipeline_figure, save_figure
-from medveil.keys import Key, Preset, ensure_not_in_output, generate_key
+from medveil.keys import Key, Preset, ensure_key_folder, ensure_not_in_output, generate_key
 from medveil.layout import scan_dataset
 from medveil.loading import LoadOptions, load_image
 from medveil.machine import describe
@@ -213,7 +213,7 @@ def _load_key(run: _Run, preset: Preset) -> Key:
 
 def _step_keys(run: _Run, say: Callable[[str], None]) -> None:
     cfg = run.config.obfuscation
-    run.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_key_folder(run.keys_dir)
     root = _dataset_root(run)
     fingerprints: dict[str, str] = {}
     for preset in PRESETS:
@@ -272,7 +272,8 @@ def _step_pipeline(run: _Run, say: Callable[[str], None]) -> None:
     fig = pipeline_figure(
         images, labels,
         svd=Obfuscator(_load_key(run, Preset.SVD)),
-        multistage=Obfuscator(_load_key(run, Preset.MULTISTAGE), noise_seed=run.config.seed),
+        # Fresh noise: the figure shows originals beside outputs (never a reproducible seed).
+        multistage=Obfuscator(_load_key(run, Preset.MULTISTAGE)),
     )
     save_figure(fig, run.dir / "figures" / "pipeline.png", dpi=100)
 
