@@ -105,8 +105,6 @@ def test_end_to_end_on_a_small_embedded_set(tmp_path):
             str(keys / "site.key"),
             "-o",
             str(tmp_path / "fig" / "stages.png"),
-            "--noise-seed",
-            "0",
         ],
     )
     assert show.exit_code == 0, show.output

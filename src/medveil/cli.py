@@ -49,6 +49,12 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+_ALLOW_OPEN_KEY_HELP = (
+    "Accept a key file that group or others can read (only for a key on read-only media; "
+    "otherwise run chmod 600 on it)."
+)
+
+
 def _percentile(value: Optional[str]) -> Optional[tuple[float, float]]:
     if value is None:
         return None
@@ -125,15 +131,20 @@ def obfuscate(
     ] = None,
     nifti_axis: Annotated[int, typer.Option(help="Axis along which NIfTI volumes are sliced.")] = 2,
     overwrite: Annotated[bool, typer.Option(help="Replace a complete store.")] = False,
+    allow_open_key: Annotated[bool, typer.Option(help=_ALLOW_OPEN_KEY_HELP)] = False,
 ) -> None:
-    """Obfuscate a dataset folder into an obfuscated dataset store."""
+    """Obfuscate a dataset folder into an obfuscated dataset store.
+
+    Every run draws fresh noise. Do not give one recipient two obfuscations of the same image:
+    averaging N copies divides the noise by the square root of N.
+    """
     from medveil.keys import Key, ensure_not_in_output
     from medveil.loading import LoadOptions
     from medveil.obfuscate import obfuscate_dataset
 
     try:
         ensure_not_in_output(key_file, output)
-        key = Key.load(key_file)
+        key = Key.load(key_file, allow_open=allow_open_key)
         options = LoadOptions(
             size=key.params.size, percentile=_percentile(percentile), nifti_axis=nifti_axis
         )
@@ -164,24 +175,26 @@ def show(
     image: Annotated[Path, typer.Argument(help="An image file (any supported format).")],
     key_file: Annotated[Path, typer.Option("--key", help="Key file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="PNG to write.")],
-    noise_seed: Annotated[
-        Optional[int], typer.Option(help="Pin the noise (reproducible figure).")
-    ] = None,
     nifti_axis: Annotated[int, typer.Option(help="NIfTI slicing axis.")] = 2,
+    allow_open_key: Annotated[bool, typer.Option(help=_ALLOW_OPEN_KEY_HELP)] = False,
 ) -> None:
-    """Plot one image through every stage (original, rank-k, quantized, noised, projected)."""
+    """Plot one image through every stage (original, rank-k, quantized, noised, projected).
+
+    The noise is always fresh: a figure that shows an image beside its obfuscation must not let
+    anyone reproduce the noise.
+    """
     from medveil.figures import save_figure, stage_figure
     from medveil.keys import Key
     from medveil.loading import LoadOptions, load_slices
     from medveil.obfuscator import Obfuscator
 
     try:
-        key = Key.load(key_file)
+        key = Key.load(key_file, allow_open=allow_open_key)
         slices = load_slices(
             image, options=LoadOptions(size=key.params.size, nifti_axis=nifti_axis)
         )
         picked = slices[len(slices) // 2]
-        fig = stage_figure(Obfuscator(key, noise_seed=noise_seed), picked, title=image.name)
+        fig = stage_figure(Obfuscator(key), picked, title=image.name)
         path = save_figure(fig, output)
     except MedveilError as exc:
         raise _fail(str(exc)) from None
@@ -320,6 +333,7 @@ def predict_command(
         Optional[Path], typer.Option("--key", help="The key the model was trained under.")
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    allow_open_key: Annotated[bool, typer.Option(help=_ALLOW_OPEN_KEY_HELP)] = False,
 ) -> None:
     """Obfuscate new images with the site key and classify them (hospital-side inference)."""
     import numpy as np
@@ -329,7 +343,7 @@ def predict_command(
     from medveil.training import load_run, predict
 
     try:
-        key = Key.load(key_file) if key_file is not None else None
+        key = Key.load(key_file, allow_open=allow_open_key) if key_file is not None else None
         size = key.params.size if key is not None else load_run(run).input_size
         arrays = np.stack([load_image(p, options=LoadOptions(size=size)) for p in images])
         result = predict(run, arrays, key, device=device)
@@ -353,7 +367,12 @@ def sweep_rank_command(
     ranks: Annotated[str, typer.Option(help="Comma-separated ranks k.")] = "1,2,4,8,16,32,64",
     key_file: Annotated[
         Optional[Path],
-        typer.Option("--key", help="Key whose secret and parameters are used (rank varies)."),
+        typer.Option(
+            "--key",
+            help="Key whose secret and parameters are used; each rank gets its own matrices "
+            "derived from the secret with k in the label (keys from before medveil-derive-v2 "
+            "share R_L across ranks and slice R_R).",
+        ),
     ] = None,
     preset: Annotated[
         str, typer.Option(help="Preset when no key is given (a fresh key, kept in memory only).")
@@ -367,15 +386,23 @@ def sweep_rank_command(
     input_size: Annotated[Optional[int], typer.Option(help="Model input side.")] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    allow_open_key: Annotated[bool, typer.Option(help=_ALLOW_OPEN_KEY_HELP)] = False,
 ) -> None:
-    """Train one model per rank k and write the accuracy-against-k table and plot."""
+    """Train one model per rank k and write the accuracy-against-k table and plot.
+
+    Each k uses the key's secret and parameters with only the rank changed; under the current
+    derivation (medveil-derive-v2) the rank is bound into the derivation, so every k gets
+    projection matrices independent of the other ranks', as separate keys would.
+    """
     from medveil.keys import Key, generate_key
     from medveil.training import TrainConfig, sweep_rank
 
     try:
         ks = [int(k) for k in ranks.split(",") if k.strip()]
         key = (
-            Key.load(key_file) if key_file else generate_key(preset=preset, size=size, rank=max(ks))
+            Key.load(key_file, allow_open=allow_open_key)
+            if key_file
+            else generate_key(preset=preset, size=size, rank=max(ks))
         )
         config = TrainConfig(
             model=model, epochs=epochs, input_size=input_size, seed=seed, device=device,
@@ -422,6 +449,7 @@ def attack_command(
     ] = 600.0,
     seed: Annotated[int, typer.Option(help="Seed of the image draw and the attacks.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    allow_open_key: Annotated[bool, typer.Option(help=_ALLOW_OPEN_KEY_HELP)] = False,
 ) -> None:
     """Run the reconstruction and re-identification attacks against a key on your data."""
     from medveil.keys import Key
@@ -439,7 +467,7 @@ def attack_command(
             seed=seed,
             device=device,
         )
-        key = Key.load(key_file)
+        key = Key.load(key_file, allow_open=allow_open_key)
         with console.status("attacking") as status:
             report = run_privacy(
                 dataset,

@@ -4,6 +4,13 @@ For every k the base key's parameters are kept except the rank (``Key.with_param
 calibrated on the training images only, the whole dataset is obfuscated in memory, a model is
 trained with the same :class:`~medveil.training.train.TrainConfig` and scored on the same
 held-out test split. The per-k keys live only in memory; the run folders record fingerprints.
+
+What the per-k keys share: under ``medveil-derive-v2`` (every key drawn now) the rank is bound
+into the derivation of the keyed matrices, so each k gets its own ``R_L`` and ``R_R``,
+independent of the other ranks' as if each k had its own key; only the secret they are derived
+from is shared. A key loaded from an older (``medveil-derive-v1``) file keeps its own
+derivation: its ``R_L`` is then the same at every k and ``R_R`` at a lower k is a rescaled
+slice of the one at a higher k, so the ranks differ by the truncation alone.
 """
 
 from __future__ import annotations
@@ -68,14 +75,15 @@ def sweep_rank(
         The values of k, each in ``[1, key.params.size]``.
     key : Key
         Base key: its secret and parameters (preset, bits, noise, projections) are used for
-        every k; only the rank changes. Calibration is redone per k on the training images.
+        every k; only the rank changes, and with it (under ``medveil-derive-v2``) every keyed
+        matrix. Calibration is redone per k on the training images.
     config : TrainConfig
         Training settings shared by every rank (same split, same budget).
     out_dir : str or Path
         Receives ``rank-<k>/`` run folders (each with its ``evaluation/``),
         ``accuracy_vs_rank.csv`` and ``accuracy_vs_rank.png``.
     noise_seed : int, optional
-        Pins the obfuscation noise, so that a sweep can be repeated bit for bit.
+        Pins the obfuscation noise, for tests only.
     progress : callable, optional
         Called with ``(k, event)`` for every training progress event.
 
