@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -17,9 +20,11 @@ from pydicom.pixels import get_decoder
 
 from medveil.errors import ImageLoadError
 from medveil.loading import (
+    DEFAULT_MAX_BYTES,
     SUPPORTED_SUFFIXES,
     LoadOptions,
     is_supported,
+    load_file,
     load_image,
     load_slices,
 )
@@ -111,6 +116,10 @@ def test_is_supported_by_suffix_case_insensitively() -> None:
         {"percentile": (1, 101)},
         {"percentile": (1,)},
         {"nifti_axis": 3},
+        {"min_size": 0},
+        {"min_size": 2.5},
+        {"max_bytes": 0},
+        {"max_bytes": True},
     ],
 )
 def test_options_are_validated(kwargs: dict[str, object]) -> None:
@@ -440,11 +449,37 @@ def test_non_finite_nifti(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
-def test_too_small(tmp_path: Path, suffix: str) -> None:
+def test_min_size_refuses_small_images(tmp_path: Path, suffix: str) -> None:
     # For JPEG the stored size is checked, before the DCT-domain downscale.
     path = save((smooth((150, 200)) * 200).astype(np.uint8), tmp_path / f"small{suffix}")
-    with pytest.raises(ImageLoadError, match=r"small\.(png|jpg).*200x150.*224x224"):
-        load_image(path, options=opts(224))
+    with pytest.raises(ImageLoadError, match=r"small\.(png|jpg).*200x150.*224x224.*--min-size"):
+        load_image(path, options=opts(224, min_size=224))
+    assert load_image(path, options=opts(224, min_size=150)).shape == (224, 224)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_small_images_are_upscaled_by_default(tmp_path: Path, suffix: str) -> None:
+    image = (smooth((160, 315), seed=2) * 200).astype(np.uint8)
+    path = save(image, tmp_path / f"small{suffix}")
+    loaded = load_file(path, options=opts(224))
+    assert loaded.upscaled == 1 and len(loaded.slices) == 1
+    # Bilinear interpolation of the decoded image, then the per-image min-max.
+    decoded = np.asarray(Image.open(path).convert("L"), dtype=np.float64)
+    unit = Image.fromarray(minmax(decoded).astype(np.float32))
+    expected = minmax(np.asarray(unit.resize((224, 224), Image.Resampling.BILINEAR)))
+    np.testing.assert_allclose(loaded.slices[0], expected, atol=1e-6)
+
+
+def test_upscaled_counts_only_images_smaller_than_n(tmp_path: Path) -> None:
+    big = save((smooth((240, 260)) * 200).astype(np.uint8), tmp_path / "big.png")
+    tall = save((smooth((300, 100)) * 200).astype(np.uint8), tmp_path / "tall.png")
+    assert load_file(big, options=opts(224)).upscaled == 0
+    assert load_file(tall, options=opts(224)).upscaled == 1
+    pages = [Image.fromarray((smooth((20, 20), seed=i) * 200).astype(np.uint8)) for i in range(3)]
+    stack = tmp_path / "stack.tif"
+    pages[0].save(stack, save_all=True, append_images=pages[1:])
+    assert load_file(stack, options=opts(32)).upscaled == 3
+    assert load_file(stack, options=opts(16)).upscaled == 0
 
 
 def test_constant_image(tmp_path: Path) -> None:
@@ -470,3 +505,128 @@ def test_truncated_nifti(tmp_path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
     with raises_for(path):
         load_slices(path, options=opts(24))
+
+
+# --- links, folders and special files ---------------------------------------------------------
+
+
+def test_broken_symlink_is_named(tmp_path: Path) -> None:
+    link = tmp_path / "gone.png"
+    link.symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(ImageLoadError, match=r"gone\.png: broken symbolic link.*nowhere\.png"):
+        load_image(link)
+
+
+def test_symlink_loop_is_named(tmp_path: Path) -> None:
+    (tmp_path / "a.png").symlink_to(tmp_path / "b.png")
+    (tmp_path / "b.png").symlink_to(tmp_path / "a.png")
+    with pytest.raises(ImageLoadError, match=r"a\.png: symbolic link loop"):
+        load_image(tmp_path / "a.png")
+
+
+def test_folders_and_pipes_are_not_images(tmp_path: Path) -> None:
+    (tmp_path / "x.png").mkdir()
+    with pytest.raises(ImageLoadError, match=r"x\.png: is a folder, not an image file"):
+        load_image(tmp_path / "x.png")
+    (tmp_path / "linked.png").symlink_to(tmp_path / "x.png")
+    with pytest.raises(ImageLoadError, match=r"linked\.png: symbolic link to a folder"):
+        load_image(tmp_path / "linked.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(ImageLoadError, match=r"pipe\.png: not a regular file"):
+        load_image(tmp_path / "pipe.png")
+
+
+# --- size limits before decoding (decompression bombs) -------------------------------------------
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims ``width x height`` 8-bit gray pixels, with one row of data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    data = zlib.compress(b"\0" * (width + 1))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_pillow_decompression_bomb_is_named(tmp_path: Path) -> None:
+    path = png_header_only(tmp_path / "huge.png", 20000, 20000)
+    with pytest.raises(ImageLoadError, match=r"huge\.png: refused by Pillow's decompression-bomb"):
+        load_image(path)
+
+
+def test_multipage_tiff_over_the_limit_is_refused_before_decoding(tmp_path: Path) -> None:
+    pages = [Image.fromarray((smooth((20, 20), seed=i) * 200).astype(np.uint8)) for i in range(3)]
+    path = tmp_path / "stack.tif"
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    with pytest.raises(ImageLoadError, match=r"stack\.tif: .*3 frames of 20x20.*--max-image-mb"):
+        load_slices(path, options=opts(20, max_bytes=1000))
+    assert len(load_slices(path, options=opts(20, max_bytes=1200))) == 3
+
+
+def dicom_claiming(path: Path, *, rows: int, columns: int, frames: int, pixels: bytes) -> Path:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, columns, frames
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = pixels
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_dicom_claiming_gigabytes_is_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = dicom_claiming(
+        tmp_path / "bomb.dcm", rows=4096, columns=4096, frames=64, pixels=b"\0\1" * 64
+    )
+    import medveil.loading
+
+    def never(ds: object) -> None:
+        raise AssertionError("the pixel data must not be decoded")
+
+    monkeypatch.setattr(medveil.loading, "_dicom_grayscale", never)
+    with pytest.raises(ImageLoadError, match=r"bomb\.dcm: .*64 frame\(s\) of 4096x4096.*2,048\.0 MiB"):
+        load_slices(path)
+
+
+def test_dicom_limit_can_be_raised(tmp_path: Path) -> None:
+    pixels = (np.arange(2 * 16 * 16, dtype=np.uint16) % 97).tobytes()
+    path = dicom_claiming(tmp_path / "two.dcm", rows=16, columns=16, frames=2, pixels=pixels)
+    with pytest.raises(ImageLoadError, match=r"two\.dcm: .*over the limit of 0\.0 MiB"):
+        load_slices(path, options=opts(16, max_bytes=1023))
+    assert len(load_slices(path, options=opts(16, max_bytes=1024))) == 2
+
+
+def test_nifti_claiming_gigabytes_is_refused_before_loading(tmp_path: Path) -> None:
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.int16)
+    header.set_data_shape((2048, 2048, 512))
+    path = tmp_path / "bomb.nii"
+    # A header that claims 4 GiB of voxels, followed by a few bytes.
+    path.write_bytes(header.binaryblock + b"\0" * 4 + b"\0\1" * 32)
+    with pytest.raises(ImageLoadError, match=r"bomb\.nii: .*2048x2048x512 voxels.*4,096\.0 MiB"):
+        load_slices(path)
+    volume = np.stack([smooth((24, 24), seed=k) for k in range(3)], axis=2).astype(np.float32)
+    small = save_nifti(volume, tmp_path / "small.nii.gz")
+    with pytest.raises(ImageLoadError, match=r"small\.nii\.gz: .*24x24x3 voxels of 4 bytes"):
+        load_slices(small, options=opts(24, max_bytes=24 * 24 * 3 * 4 - 1))
+    assert len(load_slices(small, options=opts(24, max_bytes=24 * 24 * 3 * 4))) == 3
+
+
+def test_default_limit_is_one_gibibyte() -> None:
+    assert DEFAULT_MAX_BYTES == LoadOptions().max_bytes == 2**30

@@ -6,15 +6,37 @@ Two layouts are understood::
     ROOT/<Training|Testing|...>/<class>/<files> -> splits "train", "test", "val"
 
 Files are found recursively inside each class folder and sorted, so the order (and everything
-that depends on it: shards, resumption) is the same on every run.
+that depends on it: shards, resumption) is the same on every run. Whatever a class folder holds
+is listed, so that nothing is dropped without a word: a broken symbolic link, a link loop, a
+link to a folder (never followed: it could loop), a device or pipe, or a folder named like an
+image that holds no file becomes an item that the loader then reports as bad input. Hidden
+names (starting with ``.``) are left out.
+
+File names need not be valid UTF-8 (old PACS exports, Windows shares): Python keeps their
+undecodable bytes as surrogate escapes; :func:`display_path` turns such a name into printable
+text and :func:`path_bytes` gives back its exact bytes.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from medveil.errors import DatasetLayoutError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "SPLIT_ALIASES",
+    "SPLIT_ORDER",
+    "DatasetIndex",
+    "Item",
+    "display_path",
+    "has_image_suffix",
+    "is_valid_utf8",
+    "path_bytes",
+    "scan_dataset",
+]
 
 SPLIT_ALIASES = {
     "training": "train",
@@ -43,6 +65,25 @@ IMAGE_SUFFIXES = (
 def has_image_suffix(path: Path) -> bool:
     name = path.name.lower()
     return any(name.endswith(suffix) for suffix in IMAGE_SUFFIXES)
+
+
+def path_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The exact bytes of a file name as the operating system stores it."""
+    return os.fsencode(path)
+
+
+def is_valid_utf8(path: str | os.PathLike[str]) -> bool:
+    """Whether the name is valid UTF-8 (so that it can be stored as text as it is)."""
+    try:
+        path_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """The name as printable text: bytes that are not UTF-8 become ``\\xNN`` escapes."""
+    return path_bytes(path).decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -80,15 +121,41 @@ class DatasetIndex:
 
 
 def _subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for p in found:
+        if not is_valid_utf8(p.name):
+            raise DatasetLayoutError(
+                f"{display_path(p)}: folder name is not valid UTF-8; class and split names are "
+                "stored as text, so rename the folder (file names inside may be anything)"
+            )
+    return found
 
 
 def _files(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    """Every non-hidden entry under ``folder`` that is not a folder to descend into."""
+    found: list[Path] = []
+
+    def walk(directory: Path) -> None:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            found.append(directory)  # unreadable: the loader names the folder and the problem
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            # Never through a link: a linked folder is listed (and reported), not followed.
+            if entry.is_dir(follow_symlinks=False):
+                before = len(found)
+                walk(path)
+                if len(found) == before and has_image_suffix(path):
+                    found.append(path)  # "x.png/" with nothing in it: surely not what was meant
+            else:
+                found.append(path)
+
+    walk(folder)
+    return sorted(found)
 
 
 def scan_dataset(root: str | Path) -> DatasetIndex:

@@ -6,18 +6,29 @@ slice goes through the same steps:
 1. decode at full depth (16-bit PNG/TIFF, DICOM and NIfTI values are never squeezed into 8 bits);
    DICOM through its modality LUT (rescale slope/intercept) and VOI LUT / window, MONOCHROME1
    inverted; colour converted to luminance ``Y = 0.299 R + 0.587 G + 0.114 B`` (ITU-R BT.601);
-2. check: finite values, at least ``size`` pixels in both dimensions, not constant;
-3. antialiased bilinear resize straight to ``size x size`` -- the aspect ratio is *not* kept, a
-   non-square image is stretched;
+2. check: finite values, not constant, and (only when ``min_size`` is set) at least ``min_size``
+   pixels on each side;
+3. bilinear resize straight to ``size x size``, antialiased when shrinking and interpolating when
+   enlarging (an image smaller than ``size`` is upscaled, as torchvision, MONAI and scikit-image
+   do) -- the aspect ratio is *not* kept, a non-square image is stretched;
 4. per-image normalisation to [0, 1]: ``x' = (clip(x, lo, hi) - lo) / (hi - lo)`` with ``lo, hi``
    the image's minimum and maximum, or its ``percentile`` values when that option is set.
 
-Bad input of any kind raises :class:`medveil.errors.ImageLoadError` naming the file and the problem.
+Before anything is decoded, the size the file's header claims (width x height x frames x bytes
+per pixel) is checked against ``max_bytes``, so a small file cannot make medveil allocate
+gigabytes (Pillow's decompression-bomb check is the model; Pillow's own limit applies to its
+formats as well).
+
+Bad input of any kind raises :class:`medveil.errors.ImageLoadError` naming the file and the problem:
+broken symbolic links, link loops, folders and special files included.
 """
 
 from __future__ import annotations
 
+import errno
+import math
 import os
+import stat
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,10 +46,13 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, g
 from medveil.errors import ImageLoadError
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "DEFAULT_OPTIONS",
     "SUPPORTED_SUFFIXES",
     "LoadOptions",
+    "LoadedFile",
     "is_supported",
+    "load_file",
     "load_image",
     "load_slices",
 ]
@@ -50,6 +64,10 @@ SUPPORTED_SUFFIXES: frozenset[str] = _PILLOW_SUFFIXES | _DICOM_SUFFIXES | _NIFTI
 
 _BT601 = np.array([0.299, 0.587, 0.114])
 _MIN_SIZE = 2
+#: Default ceiling on the decoded size of one file (all its frames or slices): 1 GiB. Pillow
+#: refuses images over 2 x 89,478,485 pixels, about 0.7 GB at 4 bytes a pixel; volumes (CT,
+#: MRI) of 512 x 512 x 1000 16-bit voxels (0.5 GB) stay under it.
+DEFAULT_MAX_BYTES = 1 << 30
 
 # Third-party decoders signal bad files through many exception types; these are the ones that mean
 # "this file cannot be decoded" (and not a bug of ours), so they become ImageLoadError.
@@ -75,8 +93,14 @@ class LoadOptions:
     Parameters
     ----------
     size : int
-        Working size n: every slice is resized to ``n x n`` (at least 2). Images smaller than n in
-        either dimension are rejected rather than upscaled.
+        Working size n: every slice is resized to ``n x n`` (at least 2); images smaller than n
+        on a side are upscaled.
+    min_size : int or None
+        Refuse images smaller than this many pixels on either side (``None``, the default:
+        accept any size and upscale).
+    max_bytes : int
+        Refuse a file whose header claims more decoded pixel data than this, all frames or
+        slices together (default :data:`DEFAULT_MAX_BYTES`, 1 GiB); checked before decoding.
     percentile : tuple of float or None
         ``(lo, hi)`` with ``0 <= lo < hi <= 100``: clip each image at these percentiles of its own
         values before the min-max normalisation (robust to outliers, e.g. hot pixels in 16-bit
@@ -89,12 +113,23 @@ class LoadOptions:
     size: int = 224
     percentile: tuple[float, float] | None = None
     nifti_axis: int = 2
+    min_size: int | None = None
+    max_bytes: int = DEFAULT_MAX_BYTES
 
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, int):
             raise TypeError(f"size must be an int, got {self.size!r}")
         if self.size < _MIN_SIZE:
             raise ValueError(f"size must be at least {_MIN_SIZE}, got {self.size}")
+        if self.min_size is not None and (
+            isinstance(self.min_size, bool) or not isinstance(self.min_size, int)
+            or self.min_size < 1
+        ):
+            raise ValueError(f"min_size must be a positive int or None, got {self.min_size!r}")
+        if isinstance(self.max_bytes, bool) or not isinstance(self.max_bytes, int) or (
+            self.max_bytes < 1
+        ):
+            raise ValueError(f"max_bytes must be a positive int, got {self.max_bytes!r}")
         if self.nifti_axis not in (0, 1, 2) or isinstance(self.nifti_axis, bool):
             raise ValueError(f"nifti_axis must be 0, 1 or 2, got {self.nifti_axis!r}")
         if self.percentile is not None:
@@ -123,6 +158,46 @@ def is_supported(path: str | os.PathLike[str]) -> bool:
     return _suffix(Path(path)) in SUPPORTED_SUFFIXES
 
 
+@dataclass(frozen=True)
+class LoadedFile:
+    """The slices of one file and how many of them were upscaled to the working size.
+
+    Attributes
+    ----------
+    slices : list of numpy.ndarray
+        As returned by :func:`load_slices`.
+    upscaled : int
+        How many of ``slices`` came from an image smaller than the working size on at least one
+        side (and were therefore enlarged, in that direction, by the resize).
+    """
+
+    slices: list[np.ndarray]
+    upscaled: int
+
+
+def load_file(
+    path: str | os.PathLike[str], *, options: LoadOptions = DEFAULT_OPTIONS
+) -> LoadedFile:
+    """Like :func:`load_slices`, and also say how many slices were upscaled."""
+    path = Path(path)
+    _check_file(path)
+    slices = _decode(path, options)
+    for image in slices:
+        _check_values(path, image)
+        _check_size(path, image.shape, options.min_size)
+    varying = [image for image in slices if not _is_constant(image)]
+    if not varying:
+        what = "the image is" if len(slices) == 1 else f"all {len(slices)} slices are"
+        raise ImageLoadError(path, f"{what} constant (a single value), so it cannot be normalised")
+    n = options.size
+    # A JPEG may have been decoded at 1/2, 1/4 or 1/8 scale, never below n, so its decoded
+    # shape says as much as the stored one about upscaling.
+    upscaled = sum(1 for image in varying if min(image.shape) < n)
+    return LoadedFile(
+        slices=[_resize_normalise(path, image, options) for image in varying], upscaled=upscaled
+    )
+
+
 def load_slices(
     path: str | os.PathLike[str], *, options: LoadOptions = DEFAULT_OPTIONS
 ) -> list[np.ndarray]:
@@ -134,7 +209,7 @@ def load_slices(
         A PNG, JPEG, TIFF, BMP, DICOM (``.dcm`` or any name with the ``DICM`` preamble) or NIfTI
         (``.nii``, ``.nii.gz``) file.
     options : LoadOptions
-        Working size, percentile clipping and NIfTI slicing axis.
+        Working size, minimum size, size limit, percentile clipping and NIfTI slicing axis.
 
     Returns
     -------
@@ -143,28 +218,19 @@ def load_slices(
         a 2D image; one per non-constant slice for a NIfTI volume, a multi-frame DICOM or a
         multi-page TIFF (constant slices, e.g. blank slices at a volume's edges, are skipped).
         Colour is converted to luminance ``Y = 0.299 R + 0.587 G + 0.114 B``; the image is resized
-        (antialiased bilinear, aspect ratio not preserved) and then normalised per image,
-        ``x' = (clip(x, lo, hi) - lo) / (hi - lo)``, with ``lo, hi`` its minimum and maximum or
-        its ``options.percentile`` percentiles.
+        (bilinear, antialiased when shrinking, aspect ratio not preserved; smaller images are
+        upscaled) and then normalised per image, ``x' = (clip(x, lo, hi) - lo) / (hi - lo)``,
+        with ``lo, hi`` its minimum and maximum or its ``options.percentile`` percentiles.
 
     Raises
     ------
     ImageLoadError
-        The file is missing, empty, not a supported image, corrupt or truncated, undecodable
-        (e.g. compressed DICOM without the needed plugin), holds NaN/inf values, is smaller than
-        ``n`` in a dimension, or has no non-constant slice.
+        The file is missing, empty, a folder, a broken symbolic link or a link loop, not a
+        supported image, corrupt or truncated, undecodable (e.g. compressed DICOM without the
+        needed plugin), claims more than ``options.max_bytes`` of pixel data, holds NaN/inf
+        values, is smaller than ``options.min_size`` on a side, or has no non-constant slice.
     """
-    path = Path(path)
-    _check_file(path)
-    slices = _decode(path, options)
-    for image in slices:
-        _check_values(path, image)
-        _check_size(path, image.shape, options.size)
-    varying = [image for image in slices if not _is_constant(image)]
-    if not varying:
-        what = "the image is" if len(slices) == 1 else f"all {len(slices)} slices are"
-        raise ImageLoadError(path, f"{what} constant (a single value), so it cannot be normalised")
-    return [_resize_normalise(path, image, options) for image in varying]
+    return load_file(path, options=options).slices
 
 
 def load_image(
@@ -199,12 +265,32 @@ def _suffix(path: Path) -> str:
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise ImageLoadError(path, "file not found")
-    if not path.is_file():
-        raise ImageLoadError(path, "not a regular file")
-    if path.stat().st_size == 0:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise ImageLoadError(
+                path, f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+            ) from None
+        raise ImageLoadError(path, "file not found") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageLoadError(
+                path, "symbolic link loop (following the link leads back to itself)"
+            ) from None
+        raise ImageLoadError(path, f"cannot open the file ({exc.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
+        if path.is_symlink():
+            raise ImageLoadError(
+                path, "symbolic link to a folder; linked folders are not followed (they can loop)"
+            )
+        raise ImageLoadError(path, "is a folder, not an image file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageLoadError(path, "not a regular file (a device, pipe or socket)")
+    if info.st_size == 0:
         raise ImageLoadError(path, "file is empty")
+    if not os.access(path, os.R_OK):
+        raise ImageLoadError(path, "permission denied (the file is not readable by this user)")
 
 
 def _has_dicom_preamble(path: Path) -> bool:
@@ -236,14 +322,31 @@ def _check_values(path: Path, image: np.ndarray) -> None:
         raise ImageLoadError(path, "contains NaN or infinite values")
 
 
-def _check_size(path: Path, shape: tuple[int, ...], size: int) -> None:
+def _check_size(path: Path, shape: tuple[int, ...], min_size: int | None) -> None:
     if len(shape) != 2:
         raise ImageLoadError(path, f"expected a 2D image, got an array of shape {shape}")
     height, width = shape
-    if height < size or width < size:
+    if min_size is not None and (height < min_size or width < min_size):
         raise ImageLoadError(
-            path, f"image is {width}x{height} pixels, smaller than the working size {size}x{size}"
+            path,
+            f"image is {width}x{height} pixels, smaller than the minimum size "
+            f"{min_size}x{min_size} (--min-size)",
         )
+
+
+def _check_claimed_bytes(path: Path, claimed: int, what: str, limit: int) -> None:
+    """Refuse, before decoding, a file whose header claims more pixel data than ``limit``."""
+    if claimed > limit:
+        raise ImageLoadError(
+            path,
+            f"its header claims {what} = {_megabytes(claimed)} of pixel data, over the limit of "
+            f"{_megabytes(limit)} (a corrupt or hostile file, or a very large image; raise the "
+            "limit with --max-image-mb if the file is genuine)",
+        )
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 2**20:,.1f} MiB"
 
 
 def _is_constant(image: np.ndarray) -> bool:
@@ -265,7 +368,8 @@ def _resize_normalise(path: Path, image: np.ndarray, options: LoadOptions) -> np
     unit = ((image - lo) / (hi - lo)).astype(np.float32)
     n = options.size
     if unit.shape != (n, n):
-        # Pillow widens the bilinear kernel when downscaling, so this resize is antialiased.
+        # Pillow widens the bilinear kernel when downscaling, so shrinking is antialiased;
+        # enlarging (an image smaller than n) is plain bilinear interpolation.
         unit = np.asarray(Image.fromarray(unit).resize((n, n), Image.Resampling.BILINEAR))
     return _normalise(path, unit, options.percentile)
 
@@ -293,22 +397,53 @@ def _read_pillow(path: Path, options: LoadOptions) -> list[np.ndarray]:
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True; medveil needs it False")
     try:
         with Image.open(path) as im:
-            if im.format == "JPEG":
-                return [_jpeg_array(path, im, options.size)]
             frames = range(im.n_frames) if im.format == "TIFF" else range(1)
+            _check_pillow_bytes(path, im, frames, options.max_bytes)
+            if im.format == "JPEG":
+                return [_jpeg_array(path, im, options)]
             return [_pillow_frame(im, i) for i in frames]
     except ImageLoadError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(
+            path,
+            f"refused by Pillow's decompression-bomb check: {str(exc).rstrip('.')} (a hostile "
+            "or corrupt file, or an image too large to load; Pillow's limit is "
+            "PIL.Image.MAX_IMAGE_PIXELS)",
+        ) from exc
     except _PILLOW_ERRORS as exc:
         raise ImageLoadError(path, f"cannot read the image ({exc})") from exc
 
 
-def _jpeg_array(path: Path, im: Image.Image, size: int) -> np.ndarray:
+def _pillow_bytes_per_pixel(mode: str) -> int:
+    if mode in ("I", "F") or mode.startswith("I;32"):
+        return 4
+    if mode.startswith("I;16"):
+        return 2
+    return Image.getmodebands(mode)
+
+
+def _check_pillow_bytes(path: Path, im: Image.Image, frames: range, limit: int) -> None:
+    # Pages of a TIFF may differ in size and mode; seeking reads only their headers.
+    total, sizes = 0, set()
+    for i in frames:
+        im.seek(i)
+        sizes.add(f"{im.width}x{im.height}")
+        total += im.width * im.height * _pillow_bytes_per_pixel(im.mode)
+    im.seek(0)
+    what = (
+        f"{len(frames)} frames of {'/'.join(sorted(sizes))} pixels" if len(frames) > 1
+        else f"{im.width}x{im.height} pixels ({im.mode})"
+    )
+    _check_claimed_bytes(path, total, what, limit)
+
+
+def _jpeg_array(path: Path, im: Image.Image, options: LoadOptions) -> np.ndarray:
     # The size check must see the stored size: draft() below shrinks the image.
-    _check_size(path, (im.height, im.width), size)
+    _check_size(path, (im.height, im.width), options.min_size)
     # DCT-domain downscale by 1/2, 1/4 or 1/8 while staying >= size (much faster to decode); for
     # YCbCr JPEGs requesting 'L' returns the Y channel, which is the BT.601 luma of the RGB.
-    im.draft("L", (size, size))
+    im.draft("L", (options.size, options.size))
     return _pillow_frame(im, 0)
 
 
@@ -329,7 +464,6 @@ def _pillow_frame(im: Image.Image, index: int) -> np.ndarray:
 
 
 def _read_dicom(path: Path, options: LoadOptions) -> list[np.ndarray]:
-    del options  # DICOM needs no option before the common steps
     try:
         # force=True: many valid DICOM files lack the 128-byte preamble.
         ds = pydicom.dcmread(path, force=True)
@@ -337,6 +471,7 @@ def _read_dicom(path: Path, options: LoadOptions) -> list[np.ndarray]:
         raise ImageLoadError(path, f"cannot read as DICOM ({exc})") from exc
     if not any(key in ds for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise ImageLoadError(path, "DICOM file has no pixel data (or is not a DICOM file)")
+    _check_dicom_bytes(path, ds, options.max_bytes)
     _require_decoder(path, ds)
     try:
         pixels = _dicom_grayscale(ds)
@@ -344,6 +479,26 @@ def _read_dicom(path: Path, options: LoadOptions) -> list[np.ndarray]:
         raise ImageLoadError(path, f"cannot decode the DICOM pixel data ({exc})") from exc
     frames = int(ds.get("NumberOfFrames") or 1)
     return list(pixels) if frames > 1 else [pixels]
+
+
+def _check_dicom_bytes(path: Path, ds: pydicom.Dataset, limit: int) -> None:
+    # Compressed pixel data (RLE, JPEG, ...) can expand to any size: the header says how much.
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        bits = int(ds.get("BitsAllocated") or 8)
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        raise ImageLoadError(
+            path, f"DICOM header lacks valid Rows, Columns or frame count ({exc})"
+        ) from None
+    if min(rows, columns, frames, samples, bits) < 1:
+        raise ImageLoadError(
+            path, f"DICOM header gives a {columns}x{rows} image with {frames} frame(s)"
+        )
+    claimed = rows * columns * frames * samples * math.ceil(bits / 8)
+    what = f"{frames} frame(s) of {columns}x{rows} pixels x {samples} sample(s) x {bits} bits"
+    _check_claimed_bytes(path, claimed, what, limit)
 
 
 def _require_decoder(path: Path, ds: pydicom.Dataset) -> None:
@@ -383,7 +538,8 @@ def _dicom_grayscale(ds: pydicom.Dataset) -> np.ndarray:
 
 def _read_nifti(path: Path, options: LoadOptions) -> list[np.ndarray]:
     try:
-        image = nib.load(path)
+        image = nib.load(path)  # reads the header only; the voxels stay on disk
+        _check_nifti_bytes(path, image, options.max_bytes)
         volume = np.asanyarray(image.dataobj)  # applies scl_slope / scl_inter
     except _NIFTI_ERRORS as exc:
         raise ImageLoadError(path, f"cannot read as NIfTI ({exc})") from exc
@@ -404,3 +560,14 @@ def _read_nifti(path: Path, options: LoadOptions) -> list[np.ndarray]:
     volume = apply_orientation(volume, io_orientation(image.affine))
     axis = options.nifti_axis
     return [np.take(volume, i, axis=axis) for i in range(volume.shape[axis])]
+
+
+def _check_nifti_bytes(path: Path, image: nib.filebasedimages.FileBasedImage, limit: int) -> None:
+    shape = tuple(int(d) for d in image.shape)
+    dtype = np.dtype(image.get_data_dtype())
+    slope, inter = getattr(image.dataobj, "slope", 1.0), getattr(image.dataobj, "inter", 0.0)
+    # Scaled data comes back as float64, whatever the stored type.
+    itemsize = 8 if (slope, inter) != (1.0, 0.0) else dtype.itemsize
+    claimed = math.prod(shape) * itemsize
+    what = f"{'x'.join(str(d) for d in shape)} voxels of {itemsize} bytes"
+    _check_claimed_bytes(path, claimed, what, limit)

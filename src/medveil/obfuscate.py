@@ -1,9 +1,16 @@
-"""Obfuscate a dataset folder into a store, streaming in shards with bounded memory."""
+"""Obfuscate a dataset folder into a store, streaming in shards with bounded memory.
+
+File names are handled as the operating system gives them, so a name that is not valid UTF-8
+neither stops the run nor gets mangled: messages and the skipped-file report show it with
+``\\xNN`` escapes (:func:`medveil.layout.display_path`), and the report and the store (with
+``keep_names``) also record its exact bytes.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,21 +22,35 @@ import numpy as np
 import torch
 
 import medveil
-from medveil.atomic import atomic_write_json
 from medveil.errors import ImageLoadError, StoreError
 from medveil.keys import Key
-from medveil.layout import DatasetIndex, Item, scan_dataset
-from medveil.loading import LoadOptions, load_slices
+from medveil.layout import DatasetIndex, Item, display_path, is_valid_utf8, path_bytes, scan_dataset
+from medveil.loading import LoadedFile, LoadOptions, load_file
 from medveil.obfuscator import Obfuscator
 from medveil.store import STORE_FORMAT, STORE_VERSION, ShardRecord, StoreWriter
+
+__all__ = ["ObfuscationResult", "SkippedFile", "obfuscate_dataset", "resolve_device"]
 
 Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
 class SkippedFile:
+    """A bad input file left out with ``skip_bad``.
+
+    ``path`` is relative to the dataset root and printable (bytes that are not UTF-8 appear as
+    ``\\xNN``); ``path_bytes_hex`` holds the name's exact bytes when it is not valid UTF-8.
+    """
+
     path: str
     problem: str
+    path_bytes_hex: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        data = {"path": self.path, "problem": self.problem}
+        if self.path_bytes_hex is not None:
+            data["path_bytes_hex"] = self.path_bytes_hex
+        return data
 
 
 @dataclass
@@ -44,6 +65,8 @@ class ObfuscationResult:
     already_complete: bool = False
     seconds: float = 0.0
     skipped_report: Path | None = None
+    upscaled: int = 0
+    size: int = 0
 
     @property
     def images_per_second(self) -> float:
@@ -57,6 +80,11 @@ class ObfuscationResult:
         if self.already_complete:
             return text + " (already complete; nothing to do)"
         text += f" in {self.seconds:.1f} s ({self.images_per_second:.0f} images/s)"
+        if self.upscaled:
+            text += (
+                f", {self.upscaled} image(s) smaller than {self.size}x{self.size} upscaled "
+                "(--min-size refuses them)"
+            )
         if self.resumed_shards:
             text += f", resumed after {self.resumed_shards} finished shard(s)"
         if self.skipped:
@@ -86,9 +114,15 @@ def _plan(
     listing = hashlib.sha256()
     for split, items in index.splits.items():
         for item in items:
-            stat = (index.root / item.path).stat()
+            path = index.root / item.path
+            try:
+                stat = path.stat()
+            except OSError:  # a broken link or a loop: the link itself identifies the input
+                stat = path.lstat()
+            # The name's bytes, not its text: it need not be valid UTF-8.
             listing.update(
-                f"{split}\0{item.path}\0{item.label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
+                f"{split}\0".encode() + path_bytes(item.path)
+                + f"\0{item.label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
             )
     return {
         "format_version": STORE_VERSION,
@@ -102,13 +136,19 @@ def _plan(
     }
 
 
-def _load(root: Path, item: Item, options: LoadOptions) -> list[np.ndarray] | ImageLoadError:
+def _load(root: Path, item: Item, options: LoadOptions) -> LoadedFile | ImageLoadError:
     try:
-        return load_slices(root / item.path, options=options)
+        return load_file(root / item.path, options=options)
     except ImageLoadError as exc:
-        exc.path = str(item.path)
-        exc.args = (f"{item.path}: {exc.problem}",)
+        # Relative to the dataset root, and printable whatever the name's bytes.
+        exc.path = display_path(item.path)
+        exc.args = (f"{exc.path}: {exc.problem}",)
         return exc
+
+
+def _skipped(item: Item, problem: str) -> SkippedFile:
+    exact = None if is_valid_utf8(item.path) else path_bytes(item.path).hex()
+    return SkippedFile(path=display_path(item.path), problem=problem, path_bytes_hex=exact)
 
 
 def _shards(items: list[Item], size: int) -> Iterator[tuple[int, list[Item]]]:
@@ -139,7 +179,14 @@ def obfuscate_dataset(
     is in memory whatever the dataset size. A bad file stops the run with an
     :class:`ImageLoadError` naming it (the finished shards are kept for a rerun), or with
     ``skip_bad`` is left out and listed in ``<output>.skipped.json`` beside the store (outside
-    it, since it names source files).
+    it, since it names source files). Images smaller than the working size are upscaled and
+    counted (:attr:`ObfuscationResult.upscaled`, ``upscaled`` per split in the manifest) unless
+    ``options.min_size`` refuses them.
+
+    Only one run writes into a store at a time: a second one raises
+    :class:`medveil.store.StoreBusyError`. A file that cannot be written (disk full, a
+    file-size limit) raises :class:`medveil.store.StoreWriteError` naming it; nothing is left
+    under its final name and a rerun resumes after the last whole shard.
     """
     started = time.perf_counter()
     output = Path(output).expanduser()
@@ -152,15 +199,41 @@ def obfuscate_dataset(
     obfuscator = Obfuscator(key, noise_seed=noise_seed)
     dev = resolve_device(device)
     plan = _plan(index, key, options, files_per_shard, keep_names, skip_bad)
-    writer = StoreWriter(output, plan=plan, overwrite=overwrite)
-    if on_start is not None:
-        on_start(len(index))
-    if writer.complete:
-        manifest = json.loads((output / "manifest.json").read_text())
-        images = {s: v["count"] for s, v in manifest["splits"].items()}
-        return ObfuscationResult(
-            store=output, images=images, files=len(index), already_complete=True
+    with StoreWriter(output, plan=plan, overwrite=overwrite) as writer:
+        if on_start is not None:
+            on_start(len(index))
+        if writer.complete:
+            manifest = json.loads((output / "manifest.json").read_text())
+            images = {s: v["count"] for s, v in manifest["splits"].items()}
+            upscaled = sum(v.get("upscaled", 0) for v in manifest["splits"].values())
+            return ObfuscationResult(
+                store=output, images=images, files=len(index), already_complete=True,
+                upscaled=upscaled, size=options.size,
+            )
+        return _write_store(
+            writer, index, key, obfuscator, options,
+            files_per_shard=files_per_shard, batch_size=batch_size, workers=workers, device=dev,
+            skip_bad=skip_bad, keep_names=keep_names, progress=progress, started=started,
         )
+
+
+def _write_store(
+    writer: StoreWriter,
+    index: DatasetIndex,
+    key: Key,
+    obfuscator: Obfuscator,
+    options: LoadOptions,
+    *,
+    files_per_shard: int,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    skip_bad: bool,
+    keep_names: bool,
+    progress: Progress | None,
+    started: float,
+) -> ObfuscationResult:
+    output = writer.root
 
     records: dict[str, list[ShardRecord]] = {}
     skipped: list[SkippedFile] = []
@@ -186,22 +259,26 @@ def obfuscate_dataset(
         for split, shard, chunk in todo:
             loaded = list(pool.map(lambda item: _load(index.root, item, options), chunk))
             arrays, labels, names, bad = [], [], [], []
+            upscaled = 0
             for item, result in zip(chunk, loaded):
                 if isinstance(result, ImageLoadError):
                     if not skip_bad:
                         raise result
-                    bad.append(SkippedFile(path=str(item.path), problem=result.problem))
+                    bad.append(_skipped(item, result.problem))
                     continue
-                arrays.extend(result)
-                labels.extend([item.label] * len(result))
+                slices = result.slices
+                arrays.extend(slices)
+                upscaled += result.upscaled
+                labels.extend([item.label] * len(slices))
                 if keep_names:
+                    # os.fspath keeps undecodable bytes as surrogates; the store encodes them.
+                    name = os.fspath(item.path)
                     names.extend(
-                        [str(item.path)]
-                        if len(result) == 1
-                        else [f"{item.path}#{i}" for i in range(len(result))]
+                        [name] if len(slices) == 1 else [f"{name}#{i}" for i in range(len(slices))]
                     )
             outputs = _transform(
-                obfuscator, arrays, batch_size=batch_size, device=dev, shape=key.params.out_shape
+                obfuscator, arrays, batch_size=batch_size, device=device,
+                shape=key.params.out_shape,
             )
             record = writer.write_shard(
                 split=split,
@@ -211,6 +288,7 @@ def obfuscate_dataset(
                 classes=index.classes,
                 skipped=len(bad),
                 names=names if keep_names else None,
+                upscaled=upscaled,
             )
             records.setdefault(split, []).append(record)
             skipped.extend(bad)
@@ -218,11 +296,11 @@ def obfuscate_dataset(
                 progress(len(chunk))
     report = None
     if skipped or any(r.skipped for rs in records.values() for r in rs):
-        report = _write_skipped_report(output, skipped, records)
-    _finalize(writer, index, key, records, keep_names=keep_names, options=options)
+        report = _write_skipped_report(writer, skipped, records)
     images = {split: sum(r.count for r in rs) for split, rs in records.items()}
     if sum(images.values()) == 0:
         raise StoreError(f"{index.root}: no image could be loaded (all files were bad)")
+    _finalize(writer, index, key, records, keep_names=keep_names, options=options)
     return ObfuscationResult(
         store=output,
         images=images,
@@ -231,6 +309,8 @@ def obfuscate_dataset(
         resumed_shards=resumed,
         seconds=time.perf_counter() - started,
         skipped_report=report,
+        upscaled=sum(r.upscaled for rs in records.values() for r in rs),
+        size=options.size,
     )
 
 
@@ -250,19 +330,35 @@ def _transform(
 
 
 def _write_skipped_report(
-    output: Path, skipped: list[SkippedFile], records: dict[str, list[ShardRecord]]
+    writer: StoreWriter, skipped: list[SkippedFile], records: dict[str, list[ShardRecord]]
 ) -> Path:
+    output = writer.root
     report = output.with_name(output.name + ".skipped.json")
     resumed_skips = sum(r.skipped for rs in records.values() for r in rs) - len(skipped)
-    atomic_write_json(
+    writer.write_json(
         report,
         {
-            "store": output.name,
-            "skipped": [asdict(s) for s in skipped],
+            "store": display_path(output.name),
+            "skipped": [s.to_dict() for s in skipped],
             "skipped_in_resumed_shards": resumed_skips,
         },
     )
     return report
+
+
+def _sizes_and_digests(
+    root: Path, entry: dict[str, object], record: ShardRecord
+) -> tuple[dict[str, int], dict[str, str]]:
+    """The shard's recorded sizes and SHA-256s; read back from disk if its done mark (written
+    by an older medveil) lacks them."""
+    roles = [role for role in ("images", "labels", "names") if role in entry]
+    if all(role in record.sha256 and role in record.bytes for role in roles):
+        return {r: record.bytes[r] for r in roles}, {r: record.sha256[r] for r in roles}
+    sizes, digests = {}, {}
+    for role in roles:
+        data = (root / str(entry[role])).read_bytes()
+        sizes[role], digests[role] = len(data), hashlib.sha256(data).hexdigest()
+    return sizes, digests
 
 
 def _finalize(
@@ -281,18 +377,20 @@ def _finalize(
         shards = []
         for r in recs:
             stem = f"{r.index:05d}"
-            entry = {
+            entry: dict[str, object] = {
                 "images": f"{split}/images-{stem}.npy",
                 "labels": f"{split}/labels-{stem}.npy",
                 "count": r.count,
             }
             if keep_names:
                 entry["names"] = f"{split}/names-{stem}.json"
+            entry["bytes"], entry["sha256"] = _sizes_and_digests(writer.root, entry, r)
             shards.append(entry)
         splits[split] = {
             "count": sum(r.count for r in recs),
             "per_class": per_class,
             "skipped": sum(r.skipped for r in recs),
+            "upscaled": sum(r.upscaled for r in recs),
             "shards": shards,
         }
     writer.finalize(
