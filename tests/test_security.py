@@ -465,3 +465,47 @@ def test_the_documented_key_example_loads(tmp_path):
     assert key.params == SchemeParams(**data["params"])
     assert key.calibration == Calibration(**data["calibration"])
     assert key.derivation == data["derivation"] == "medveil-derive-v2"
+
+
+# --- item 5: every folder medveil writes carries the marker, so keys are refused there ---
+
+
+def test_training_evaluation_and_sweep_folders_are_marked_and_refuse_keys(tmp_path):
+    from medveil.outputs import output_kind
+    from medveil.training import DataSource, TrainConfig, sweep_rank
+
+    images = smooth_images(24, 32, seed=4)
+    labels = np.arange(24) % 2
+    plain = DataSource.from_arrays(images, labels, classes=("a", "b"))
+    config = TrainConfig(
+        model="smallcnn", epochs=1, batch_size=16, input_size=32, device="cpu", patience=None
+    )
+    key = generate_key(preset="svd", size=32, rank=4)
+    sweep = tmp_path / "sweep"
+    sweep_rank(plain, ranks=[2], key=key, config=config, out_dir=sweep)
+    run = sweep / "rank-002"
+    folders = {sweep: "rank-sweep", run: "training-run", run / "evaluation": "evaluation"}
+    for folder, kind in folders.items():
+        assert output_kind(folder) == kind
+        with pytest.raises(InvalidKeyError, match="output folder"):
+            key.save(folder / "keys" / "site.key")
+        assert not (folder / "keys").exists()
+
+
+def test_attack_run_folders_are_marked_and_refuse_keys(tmp_path):
+    from medveil.outputs import output_kind
+    from medveil.privacy import PrivacyConfig, run_privacy
+
+    data = tmp_path / "data"
+    for i, image in enumerate(smooth_images(30, 32, seed=5)):
+        folder = data / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image * 255).astype(np.uint8)).save(folder / f"{i:03d}.png")
+    key = generate_key(preset="svd", size=32, rank=4)
+    config = PrivacyConfig(
+        victims=5, public=15, pairs=(5,), threats=("A1",), attacks=("reid",), device="cpu"
+    )
+    run_privacy(data, key=key, config=config, output=tmp_path / "attack")
+    assert output_kind(tmp_path / "attack") == "attack-run"
+    with pytest.raises(InvalidKeyError, match="output folder"):
+        key.save(tmp_path / "attack" / "site.key")

@@ -31,6 +31,7 @@ from medveil.derive import (
     keyed_orthogonal,
 )
 from medveil.errors import InvalidKeyError
+from medveil.outputs import MARKER
 from medveil.stages import Solver
 
 __all__ = [
@@ -454,8 +455,6 @@ def generate_key(*, preset: Preset | str = Preset.MULTISTAGE, **params: Any) -> 
     )
 
 
-OUTPUT_MARKERS = ("manifest.json", ".medveil-output")
-
 # Write bits for group and others; a folder with them is safe only when sticky (like /tmp).
 _SHARED_WRITE = stat.S_IWGRP | stat.S_IWOTH
 
@@ -493,7 +492,11 @@ def ensure_key_folder(folder: Path) -> None:
 
 
 def ensure_not_in_output(key_path: Path, output_dir: Path | None = None) -> None:
-    """Refuse a key path inside ``output_dir`` or inside any medveil output folder."""
+    """Refuse a key path inside ``output_dir`` or inside any medveil output folder.
+
+    Every folder medveil writes (stores, studies, training, evaluation, attack and sweep runs)
+    carries the marker :data:`medveil.outputs.MARKER`; a key is refused under any of them.
+    """
     key_path = key_path.expanduser().resolve()
     if output_dir is not None:
         out = output_dir.expanduser().resolve()
@@ -503,7 +506,7 @@ def ensure_not_in_output(key_path: Path, output_dir: Path | None = None) -> None
                 "store keys apart from the data they protect"
             )
     for parent in key_path.parents:
-        if any((parent / marker).is_file() for marker in OUTPUT_MARKERS):
+        if (parent / MARKER).is_file():
             raise InvalidKeyError(
                 f"{key_path}: refusing to write a key inside the medveil output folder {parent}"
             )

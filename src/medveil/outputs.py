@@ -16,7 +16,7 @@ from medveil.atomic import atomic_write_bytes
 __all__ = ["KINDS", "MARKER", "UNKNOWN", "mark_output", "output_kind"]
 
 MARKER = ".medveil-output"
-KINDS = ("store", "study", "training-run", "attack-run")
+KINDS = ("store", "study", "training-run", "attack-run", "rank-sweep", "evaluation")
 UNKNOWN = "unknown"
 
 

@@ -48,6 +48,7 @@ from medveil.layout import scan_dataset
 from medveil.loading import LoadOptions, load_image
 from medveil.obfuscate import resolve_device
 from medveil.obfuscator import Obfuscator
+from medveil.outputs import mark_output
 
 ATTACK_NAMES = (
     "mean_image",
@@ -367,6 +368,7 @@ def save_report(
 ) -> None:
     """Write ``summary.csv/json``, ``per_image.csv``, one JSON per result and ``examples.png``."""
     output.mkdir(parents=True, exist_ok=True)
+    mark_output(output, kind="attack-run")  # keys are refused in here
     (output / "results").mkdir(exist_ok=True)
     for result, pairs in report.results:
         name = f"{result.attack}__{result.threat}" + (f"__pairs{pairs}" if pairs else "")

@@ -34,6 +34,7 @@ from medveil.atomic import atomic_write_bytes, atomic_write_json
 from medveil.keys import Key
 from medveil.obfuscate import resolve_device
 from medveil.obfuscator import Obfuscator
+from medveil.outputs import mark_output
 from medveil.training.data import (
     ArrayTable,
     DataSource,
@@ -183,6 +184,7 @@ class EvalResult:
         """Write ``metrics.json``, ``per_class.csv``, ``confusion.csv`` and ``confusion.png``."""
         directory = Path(directory).expanduser()
         directory.mkdir(parents=True, exist_ok=True)
+        mark_output(directory, kind="evaluation")  # keys are refused in here
         paths = {
             "json": directory / "metrics.json",
             "per_class": directory / "per_class.csv",

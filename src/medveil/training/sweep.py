@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from medveil.atomic import atomic_write_bytes
 from medveil.keys import Key, Preset
+from medveil.outputs import mark_output
 from medveil.training.data import DataSource, MemoryTable, obfuscate_source, open_data, plan_splits
 from medveil.training.evaluate import evaluate
 from medveil.training.train import ProgressEvent, TrainConfig, TrainResult, train
@@ -99,6 +100,7 @@ def sweep_rank(
         raise ValueError(f"ranks must be a non-empty list of integers in [1, {size}]")
     out_dir = Path(out_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
+    mark_output(out_dir, kind="rank-sweep")  # keys are refused in here
     source = open_data(data, image_size=size)
     if source.kind != "plaintext":
         raise ValueError("a rank sweep starts from plaintext images (a folder or arrays)")

@@ -39,6 +39,7 @@ import medveil
 from medveil.atomic import atomic_write_bytes, atomic_write_json
 from medveil.machine import describe
 from medveil.obfuscate import resolve_device
+from medveil.outputs import mark_output
 from medveil.training.data import (
     AUGMENTATIONS,
     DataSource,
@@ -502,6 +503,7 @@ def train(
 
     if checkpoint is None:
         run_dir.mkdir(parents=True, exist_ok=True)
+        mark_output(run_dir, kind="training-run")  # keys are refused in here
         atomic_write_json(run_dir / "config.json", config.to_dict())
         atomic_write_json(run_dir / "splits.json", plan.to_dict())
         atomic_write_json(run_dir / "run.json", info)
