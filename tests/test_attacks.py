@@ -108,8 +108,15 @@ def blobs(count: int, seed: int) -> torch.Tensor:
 
 
 def pinned(params: SchemeParams, label: str) -> Key:
-    """A key with a fixed secret, so that every run tests the same matrices."""
-    return Key(secret=hashlib.sha256(label.encode()).digest(), params=params)
+    """A key with a fixed secret, so that every run tests the same matrices.
+
+    The derivation is pinned too (v1, under which these tests' thresholds were set): some
+    attacks here are local searches whose success depends on the particular matrices.
+    """
+    return Key(
+        secret=hashlib.sha256(label.encode()).digest(), params=params,
+        derivation="medveil-derive-v1",
+    )
 
 
 def exact_key(public: torch.Tensor, *, rank: int = N, **params: object) -> Key:
