@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -94,6 +97,14 @@ def test_end_to_end_on_a_small_embedded_set(tmp_path):
     assert sum(opened.manifest["splits"][s]["count"] for s in opened.splits) == 12
     info = runner.invoke(app, ["info", str(store)])
     assert info.exit_code == 0 and "glioma" in info.output and key.fingerprint in info.output
+    # Parameters as a table for a person, not a JSON dict; JSON only with --json.
+    assert "key parameters" in info.output and "{" not in info.output
+    assert re.search(r"rank\s*│\s*6\b", info.output) and re.search(r"bits\s*│\s*8\b", info.output)
+    as_json = runner.invoke(app, ["info", str(store), "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    summary = json.loads(as_json.stdout)
+    assert summary["params"] == key.params.to_dict() and summary["key_fingerprint"] == key.fingerprint
+    assert summary["splits"]["test"]["count"] + summary["splits"]["train"]["count"] == 12
 
     image = sorted((data / "Training" / "glioma").glob("*.png"))[0]
     show = runner.invoke(
@@ -159,7 +170,58 @@ def test_keys_are_refused_inside_outputs(tmp_path):
     assert refused.exit_code == 2 and "inside the output folder" in refused.output
 
 
-def test_errors_are_reported_without_a_traceback(tmp_path):
+def test_version_and_python_dash_m(tmp_path):
+    from medveil import __version__
+
+    shown = runner.invoke(app, ["--version"])
+    assert shown.exit_code == 0 and shown.stdout == f"medveil {__version__}\n"
+    module = subprocess.run(
+        [sys.executable, "-m", "medveil", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert module.returncode == 0 and module.stdout == f"medveil {__version__}\n", module.stderr
+    helped = runner.invoke(app, ["--help"])
+    assert "Exit codes: 0 success; 1 failure" in " ".join(helped.output.split())
+
+
+def test_exit_codes_usage_bad_input_and_failure(tmp_path):
+    usage = runner.invoke(app, ["obfuscate", "--no-such-option"])
+    assert usage.exit_code == 2
+    data = tmp_path / "data"
+    _succeeds("datasets", "make", "ovary-us", "-o", data, "--per-class", 2, "--size", 40)
+    _succeeds("keygen", "--preset", "svd", "--size", 32, "--rank", 4, "-o", tmp_path / "k.key")
+    (data / "infected" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    bad = runner.invoke(
+        app, ["obfuscate", str(data), "--key", str(tmp_path / "k.key"), "-o", str(tmp_path / "s")]
+    )
+    assert bad.exit_code == 2 and "infected/broken.png: cannot read the image" in bad.output
+    (data / "infected" / "broken.png").unlink()
+    # Another run holds the output folder: a failure of this run (1), not bad input.
+    from medveil.store import StoreWriter
+
+    holder = StoreWriter(tmp_path / "busy", plan={})
+    try:
+        busy = runner.invoke(
+            app,
+            ["obfuscate", str(data), "--key", str(tmp_path / "k.key"), "-o", str(tmp_path / "busy")],
+        )
+    finally:
+        holder.close()
+    assert busy.exit_code == 1 and "another medveil run is writing" in busy.output
+
+
+def test_markup_and_undecodable_names_are_printed_as_text(tmp_path):
+    data = tmp_path / "data"
+    _succeeds("datasets", "make", "ovary-us", "-o", data, "--per-class", 2, "--size", 40)
+    _succeeds("keygen", "--preset", "svd", "--size", 32, "--rank", 4, "-o", tmp_path / "k.key")
+    odd = os.fsencode(data / "infected") + b"/[red]x\xff.png"
+    with open(odd, "wb") as handle:
+        handle.write(b"")
+    bad = runner.invoke(
+        app, ["obfuscate", str(data), "--key", str(tmp_path / "k.key"), "-o", str(tmp_path / "s")]
+    )
+    assert bad.exit_code == 2
+    assert "infected/[red]x\\xff.png: file is empty" in bad.output
+
     missing = runner.invoke(
         app,
         [
@@ -218,6 +280,17 @@ def test_train_evaluate_predict_from_the_shell(tmp_path):
     assert evaluated.exit_code == 0, evaluated.output
     metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
     assert 0.0 <= metrics["accuracy"] <= 1.0 and (run / "evaluation" / "confusion.png").is_file()
+    # Paths as plain text, not a repr of a dict of PosixPaths.
+    assert "PosixPath" not in evaluated.output and "{'" not in evaluated.output
+    assert (
+        f"saved metrics in {run / 'evaluation'}: metrics.json, per_class.csv, confusion.csv, "
+        "confusion.png" in " ".join(evaluated.output.split())
+    )
+    as_json = runner.invoke(
+        app, ["evaluate", str(run), "--data", str(store), "--device", "cpu", "--json"]
+    )
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout) == metrics
     images = [str(p) for p in sorted((data / "infected").glob("*.png"))[:2]]
     predicted = runner.invoke(
         app,
@@ -233,6 +306,18 @@ def test_train_evaluate_predict_from_the_shell(tmp_path):
     )
     assert predicted.exit_code == 0, predicted.output
     assert "infected" in predicted.output
+    predicted_json = runner.invoke(
+        app,
+        ["predict", str(run), *images, "--key", str(tmp_path / "keys" / "site.key"),
+         "--device", "cpu", "--json"],
+    )
+    assert predicted_json.exit_code == 0, predicted_json.output
+    rows = json.loads(predicted_json.stdout)
+    assert [row["image"] for row in rows] == images
+    for row in rows:
+        assert set(row["probabilities"]) == {"infected", "notinfected"}
+        assert abs(sum(row["probabilities"].values()) - 1) < 1e-5
+        assert row["class"] == max(row["probabilities"], key=row["probabilities"].get)
     keygen("other.key")
     refused = runner.invoke(
         app,
@@ -247,3 +332,16 @@ def test_train_evaluate_predict_from_the_shell(tmp_path):
         ],
     )
     assert refused.exit_code == 2 and "fingerprint" in refused.output
+
+    # A damaged store is refused by every command that reads it, naming the shard.
+    shard = store / "all" / "images-00000.npy"
+    shard.write_bytes(shard.read_bytes()[:-64])
+    for command in (
+        ["info", str(store)],
+        ["train", str(store), "-o", str(tmp_path / "run2"), "--epochs", "1", "--device", "cpu"],
+        ["evaluate", str(run), "--data", str(store), "--device", "cpu"],
+    ):
+        damaged = runner.invoke(app, command)
+        assert damaged.exit_code == 2, (command, damaged.output)
+        assert "shard file all/images-00000.npy is" in " ".join(damaged.output.split())
+        assert "truncated" in damaged.output

@@ -1,4 +1,10 @@
-"""Command-line interface: a thin layer over the Python API."""
+"""Command-line interface: a thin layer over the Python API.
+
+Exit codes: 0 success; 1 failure (a write failed, another run is writing the same output, an
+unexpected error); 2 usage error or bad input (a bad option, data file, key or store). Messages
+are for people: paths as plain text, names that are not valid UTF-8 with ``\\xNN`` escapes,
+no Python reprs; commands whose output is data take ``--json``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,8 +28,16 @@ from rich.table import Table
 
 from medveil.errors import MedveilError
 
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+_EXIT_CODES = (
+    "Exit codes: 0 success; 1 failure (a write failed, e.g. a full disk; another run is writing "
+    "the same output; an unexpected error); 2 usage error or bad input (a bad option, data "
+    "file, key or store)."
+)
+
 app = typer.Typer(
     help="Keyed multistage SVD obfuscation of medical images.",
+    epilog=_EXIT_CODES,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -44,9 +59,60 @@ def _progress() -> Progress:
     )
 
 
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code=2)
+def _show_version(value: bool) -> None:
+    if value:
+        from medveil import __version__
+
+        typer.echo(f"medveil {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Keyed multistage SVD obfuscation of medical images."""
+
+
+def _text(message: object) -> str:
+    """``message`` as printable text: no rich markup, surrogate escapes as ``\\xNN``."""
+    text = str(message).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return escape(text)
+
+
+def _exit_code(exc: BaseException) -> int:
+    """1 for a failure of the run itself (writing, a busy output), 2 for bad input."""
+    from medveil.store import StoreBusyError, StoreWriteError
+
+    if isinstance(exc, (StoreBusyError, StoreWriteError)):
+        return EXIT_FAILURE
+    if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, FileExistsError)):
+        return EXIT_FAILURE
+    return EXIT_BAD_INPUT
+
+
+def _fail(message: object, *, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    console.print(f"[red]error:[/red] {_text(message)}")
+    return typer.Exit(code=code)
+
+
+def _failed(exc: BaseException) -> typer.Exit:
+    """The error message of ``exc`` and the exit code its kind calls for."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        message = f"{exc.filename}: {exc.strerror}"
+    else:
+        message = str(exc)
+    return _fail(message, code=_exit_code(exc))
+
+
+def _print_json(data: object) -> None:
+    """Machine-readable output on stdout (messages for people go to stderr)."""
+    typer.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 _ALLOW_OPEN_KEY_HELP = (
@@ -109,8 +175,8 @@ def keygen(
                 key.calibrate(images)
         path = key.save(output, overwrite=force)
     except (MedveilError, FileExistsError) as exc:
-        raise _fail(str(exc)) from None
-    console.print(f"wrote key [bold]{path}[/bold] (fingerprint {key.fingerprint}, mode 0600)")
+        raise _failed(exc) from None
+    console.print(f"wrote key [bold]{_text(path)}[/bold] (fingerprint {key.fingerprint}, mode 0600)")
 
 
 @app.command()
@@ -130,6 +196,20 @@ def obfuscate(
         Optional[str], typer.Option(help="Per-image percentile clipping 'LOW,HIGH'.")
     ] = None,
     nifti_axis: Annotated[int, typer.Option(help="Axis along which NIfTI volumes are sliced.")] = 2,
+    min_size: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Refuse images smaller than this many pixels on a side (default: upscale them "
+            "to the working size, and count them)."
+        ),
+    ] = None,
+    max_image_mb: Annotated[
+        int,
+        typer.Option(
+            help="Refuse a file whose header claims more pixel data than this many MiB (all "
+            "frames or slices), before decoding it."
+        ),
+    ] = 1024,
     overwrite: Annotated[bool, typer.Option(help="Replace a complete store.")] = False,
     allow_open_key: Annotated[bool, typer.Option(help=_ALLOW_OPEN_KEY_HELP)] = False,
 ) -> None:
@@ -146,7 +226,8 @@ def obfuscate(
         ensure_not_in_output(key_file, output)
         key = Key.load(key_file, allow_open=allow_open_key)
         options = LoadOptions(
-            size=key.params.size, percentile=_percentile(percentile), nifti_axis=nifti_axis
+            size=key.params.size, percentile=_percentile(percentile), nifti_axis=nifti_axis,
+            min_size=min_size, max_bytes=max_image_mb * 2**20,
         )
         with _progress() as bar:
             task = bar.add_task("obfuscating", total=None)
@@ -165,9 +246,9 @@ def obfuscate(
                 progress=lambda n: bar.advance(task, n),
                 on_start=lambda total: bar.update(task, total=total),
             )
-    except (MedveilError, ValueError) as exc:
-        raise _fail(str(exc)) from None
-    console.print(result.summary())
+    except (MedveilError, ValueError, OSError) as exc:
+        raise _failed(exc) from None
+    console.print(_text(result.summary()))
 
 
 @app.command()
@@ -197,30 +278,62 @@ def show(
         fig = stage_figure(Obfuscator(key), picked, title=image.name)
         path = save_figure(fig, output)
     except MedveilError as exc:
-        raise _fail(str(exc)) from None
-    console.print(f"wrote {path}")
+        raise _failed(exc) from None
+    console.print(f"wrote {_text(path)}")
 
 
 @app.command()
-def info(store: Annotated[Path, typer.Argument(help="An obfuscated dataset store.")]) -> None:
-    """Summarise an obfuscated dataset store."""
+def info(
+    store: Annotated[Path, typer.Argument(help="An obfuscated dataset store.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Summarise an obfuscated dataset store (its shards are checked against the manifest)."""
     from medveil.store import ObfuscatedStore
 
     try:
         opened = ObfuscatedStore(store)
     except MedveilError as exc:
-        raise _fail(str(exc)) from None
+        raise _failed(exc) from None
     m = opened.manifest
-    table = Table(title=f"{store} ({m['preset']}, key {m['key_fingerprint']}, shape {m['shape']})")
+    splits = {
+        split: {
+            "count": m["splits"][split]["count"],
+            "per_class": m["splits"][split]["per_class"],
+            "skipped": m["splits"][split].get("skipped", 0),
+            "upscaled": m["splits"][split].get("upscaled", 0),
+        }
+        for split in opened.splits
+    }
+    if as_json:
+        _print_json({
+            "store": str(store), "format_version": m["format_version"], "preset": m["preset"],
+            "key_fingerprint": m["key_fingerprint"], "shape": m["shape"],
+            "classes": m["classes"], "params": m["params"], "splits": splits,
+        })
+        return
+    shape = "x".join(str(d) for d in m["shape"])
+    table = Table(title=_text(f"{store}: {m['preset']} store, key {m['key_fingerprint']}, "
+                              f"images {shape}"))
     table.add_column("split")
     for name in m["classes"]:
-        table.add_column(name, justify="right")
+        table.add_column(_text(name), justify="right")
     table.add_column("total", justify="right")
-    for split in opened.splits:
-        data = m["splits"][split]
-        table.add_row(split, *(str(data["per_class"][c]) for c in m["classes"]), str(data["count"]))
+    table.add_column("skipped", justify="right")
+    table.add_column("upscaled", justify="right")
+    for split, data in splits.items():
+        table.add_row(
+            split, *(str(data["per_class"][c]) for c in m["classes"]), str(data["count"]),
+            str(data["skipped"]), str(data["upscaled"]),
+        )
     Console().print(table)
-    Console().print(json.dumps(m["params"]))
+    params = Table(title="key parameters")
+    params.add_column("parameter")
+    params.add_column("value")
+    for name, value in m["params"].items():
+        params.add_row(name, _text("none" if value is None else value))
+    Console().print(params)
 
 
 def _train_progress(bar: Progress, task: object, name: str) -> Callable[[Any], None]:
@@ -299,8 +412,8 @@ def train_command(
                 progress=_train_progress(bar, task, model),
             )
     except (MedveilError, ValueError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
-    console.print(result.summary())
+        raise _failed(exc) from None
+    console.print(_text(result.summary()))
 
 
 @app.command("evaluate")
@@ -312,6 +425,9 @@ def evaluate_command(
         typer.Option("-o", "--output", help="Where to save metrics (default RUN/evaluation)."),
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")
+    ] = False,
 ) -> None:
     """Accuracy, macro-F1, per-class precision/recall, ROC-AUC and the confusion matrix."""
     from medveil.training import evaluate
@@ -319,10 +435,15 @@ def evaluate_command(
     try:
         result = evaluate(run, data, device=device)
         saved = result.save(output or run / "evaluation")
-    except (MedveilError, ValueError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
-    Console().print(result.summary())
-    console.print(f"saved metrics (JSON, CSV, confusion matrix PNG) in {saved}")
+    except (MedveilError, ValueError, OSError) as exc:
+        raise _failed(exc) from None
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        Console().print(_text(result.summary()))
+    folder = next(iter(saved.values())).parent
+    names = ", ".join(path.name for path in saved.values())
+    console.print(_text(f"saved metrics in {folder}: {names}"))
 
 
 @app.command("predict")
@@ -334,6 +455,9 @@ def predict_command(
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     allow_open_key: Annotated[bool, typer.Option(help=_ALLOW_OPEN_KEY_HELP)] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the predictions as JSON on stdout.")
+    ] = False,
 ) -> None:
     """Obfuscate new images with the site key and classify them (hospital-side inference)."""
     import numpy as np
@@ -347,14 +471,23 @@ def predict_command(
         size = key.params.size if key is not None else load_run(run).input_size
         arrays = np.stack([load_image(p, options=LoadOptions(size=size)) for p in images])
         result = predict(run, arrays, key, device=device)
-    except (MedveilError, ValueError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
-    table = Table(title=f"predictions of {run}")
+    except (MedveilError, ValueError, OSError) as exc:
+        raise _failed(exc) from None
+    if as_json:
+        _print_json([
+            {"image": _text(path), "class": result.classes[int(label)],
+             "probabilities": dict(zip(result.classes, map(float, probs)))}
+            for path, label, probs in zip(images, result.labels, result.probabilities)
+        ])
+        return
+    table = Table(title=_text(f"predictions of {run}"))
     table.add_column("image")
     table.add_column("class")
     table.add_column("probability", justify="right")
     for path, label, probs in zip(images, result.labels, result.probabilities):
-        table.add_row(str(path), result.classes[int(label)], f"{float(probs[int(label)]):.3f}")
+        table.add_row(
+            _text(path), _text(result.classes[int(label)]), f"{float(probs[int(label)]):.3f}"
+        )
     Console().print(table)
 
 
@@ -419,7 +552,7 @@ def sweep_rank_command(
                 progress=lambda k, ev: _train_progress(bar, task, f"k={k}")(ev),
             )
     except (MedveilError, ValueError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
+        raise _failed(exc) from None
     Console().print(result.table.to_string(index=False))
 
 
@@ -478,7 +611,7 @@ def attack_command(
                 progress=lambda message: status.update(message),
             )
     except (MedveilError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        raise _failed(exc) from None
     table = Table(title=f"attacks on key {key.fingerprint} ({key.params.preset})")
     for column in (
         "attack",
@@ -509,7 +642,7 @@ def attack_command(
             cells = ["", "", "", "", f"{row['top1_mean']:.3f} / {row['chance_top1']:.3f}"]
         table.add_row(row["attack"], row["threat"], pairs_text, *cells)
     Console().print(table)
-    console.print(f"results (JSON, CSV, examples.png) in {output}")
+    console.print(f"results (JSON, CSV, examples.png) in {_text(output)}")
 
 
 def _default_keys_dir(run: Path) -> Path:
@@ -556,9 +689,9 @@ def study_command(
                 progress=lambda message: status.update(message),
             )
     except (MedveilError, ValueError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
-    Console().print(result.summary())
-    console.print(f"open the report: [bold]{result.report}[/bold]")
+        raise _failed(exc) from None
+    Console().print(_text(result.summary()))
+    console.print(f"open the report: [bold]{_text(result.report)}[/bold]")
 
 
 @app.command("report")
@@ -571,8 +704,8 @@ def report_command(
     try:
         path = write_report(run)
     except (MedveilError, ValueError) as exc:
-        raise _fail(str(exc)) from None
-    console.print(f"wrote {path}")
+        raise _failed(exc) from None
+    console.print(f"wrote {_text(path)}")
 
 
 @datasets_app.command("make")
@@ -605,8 +738,8 @@ def datasets_make(
                 progress=lambda n: bar.advance(task, n),
             )
     except (MedveilError, ValueError) as exc:
-        raise _fail(str(exc)) from None
-    console.print(f"wrote synthetic {name} to {result.path}")
+        raise _failed(exc) from None
+    console.print(f"wrote synthetic {name} to {_text(result.path)}")
 
 
 if __name__ == "__main__":
