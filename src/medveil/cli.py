@@ -44,7 +44,8 @@ app = typer.Typer(
 )
 datasets_app = typer.Typer(help="Embedded synthetic datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
-console = Console(stderr=True)
+# Messages are not re-wrapped: a path broken over two lines cannot be copied or searched for.
+console = Console(stderr=True, soft_wrap=True)
 
 
 def _progress() -> Progress:
