@@ -39,7 +39,7 @@ import numpy as np
 import pydicom
 from nibabel.filebasedimages import ImageFileError
 from nibabel.orientations import apply_orientation, io_orientation
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
 
@@ -411,8 +411,19 @@ def _read_pillow(path: Path, options: LoadOptions) -> list[np.ndarray]:
             "or corrupt file, or an image too large to load; Pillow's limit is "
             "PIL.Image.MAX_IMAGE_PIXELS)",
         ) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError(
+            path, "not an image (its content is not PNG, JPEG, TIFF or BMP, whatever its name)"
+        ) from exc
     except _PILLOW_ERRORS as exc:
-        raise ImageLoadError(path, f"cannot read the image ({exc})") from exc
+        raise ImageLoadError(path, f"cannot read the image ({_reason(exc)})") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """The cause of a decoder's error without the file's path (the message names it already)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
 
 
 def _pillow_bytes_per_pixel(mode: str) -> int:
@@ -468,7 +479,7 @@ def _read_dicom(path: Path, options: LoadOptions) -> list[np.ndarray]:
         # force=True: many valid DICOM files lack the 128-byte preamble.
         ds = pydicom.dcmread(path, force=True)
     except _DICOM_ERRORS as exc:
-        raise ImageLoadError(path, f"cannot read as DICOM ({exc})") from exc
+        raise ImageLoadError(path, f"cannot read as DICOM ({_reason(exc)})") from exc
     if not any(key in ds for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise ImageLoadError(path, "DICOM file has no pixel data (or is not a DICOM file)")
     _check_dicom_bytes(path, ds, options.max_bytes)
@@ -541,8 +552,10 @@ def _read_nifti(path: Path, options: LoadOptions) -> list[np.ndarray]:
         image = nib.load(path)  # reads the header only; the voxels stay on disk
         _check_nifti_bytes(path, image, options.max_bytes)
         volume = np.asanyarray(image.dataobj)  # applies scl_slope / scl_inter
+    except ImageFileError as exc:
+        raise ImageLoadError(path, "not a NIfTI file (no valid NIfTI-1 or NIfTI-2 header)") from exc
     except _NIFTI_ERRORS as exc:
-        raise ImageLoadError(path, f"cannot read as NIfTI ({exc})") from exc
+        raise ImageLoadError(path, f"cannot read as NIfTI ({_reason(exc)})") from exc
     if volume.ndim == 4 and volume.shape[3] == 1:
         volume = volume[..., 0]
     if volume.ndim == 3 and 1 in volume.shape:
