@@ -396,7 +396,7 @@ def test_an_edited_manifest_is_refused(store):
 def test_shard_paths_must_stay_inside_the_store(store, path):
     _edit_manifest(store, lambda m: m["splits"]["all"]["shards"][0].update(labels=path))
     with pytest.raises(StoreError, match="leaves the store"):
-        ObfuscatedStore(store, verify=False)
+        ObfuscatedStore(store)
 
 
 def test_a_shard_path_through_a_link_out_of_the_store_is_refused(store, tmp_path):
@@ -408,7 +408,7 @@ def test_a_shard_path_through_a_link_out_of_the_store_is_refused(store, tmp_path
         store, lambda m: m["splits"]["all"]["shards"][0].update(labels="elsewhere/labels-00000.npy")
     )
     with pytest.raises(StoreError, match="outside the store"):
-        ObfuscatedStore(store, verify=False)
+        ObfuscatedStore(store)
 
 
 def test_a_version_1_store_without_checksums_is_still_read(store):
