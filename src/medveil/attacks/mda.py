@@ -89,18 +89,34 @@ def _mda_threats(context: AttackContext) -> str | None:
 class MinimumDifferenceAttack(ReconstructionAttack):
     """``X_hat = argmin_{X in [0,1]^{n x n}} ||Obf_K(X; noise off) - Y||^2 / ||Y||^2 + lambda TV(X)``.
 
-    Projected normalised gradient descent (step RMS ``lr``, decaying linearly to 0; clamped to
-    [0, 1] after each step) from the public mean image, or from the
-    public-basis reconstruction. Uses: the public images (start point), the scheme (and the key
-    for ``multistage``, A3). Since ``Obf_K(X W) = Obf_K(X)`` for every orthogonal ``W`` (the
-    scheme discards ``V_k``), the data term pins down ``X X^T`` only; the start point and TV
-    choose among the images that share it. ``extra["relative_residual_mean"]`` is the mean
-    misfit ``||Obf_K(X_hat) - Y||^2 / ||Y||^2`` reached.
+    Projected gradient descent from the public mean image, or from the public-basis
+    reconstruction, with the step ``lr / L``: ``L = 2 ||R_R||_2^2 / (std^2 ||Y||^2)`` is the
+    Lipschitz constant of the data term's gradient with ``V_k`` held (``R_L`` is orthogonal;
+    for ``svd`` ``L = 2 / ||Y||^2``), so with ``lr = 1`` and no projection a step solves the
+    held-``V_k`` problem exactly; the damped default ``lr = 0.5`` reached lower misfits in 100
+    steps on the test families (blobs at the default stages and at 4 bits, the plaid images).
+    The step shrinks with the gradient, so an image at which the objective is stationary (an
+    exact reconstruction) stays where it is, and the iterate with the lowest objective is
+    returned, so ``X_hat`` never scores worse than its start on the objective. It is a local
+    search: where two singular values of the iterate must cross to match ``Y``, the order of
+    ``V_k`` flips and the iterate can stall short of a zero misfit. (The step used before, a
+    fixed RMS change per pixel decaying to 0, did not vanish with the gradient: from an exact
+    start it walked away, SSIM 1.000 to 0.96 in 30 steps and 0.76 in 150, its misfit rising.)
+
+    Uses: the public images (start point), the scheme (and the key for ``multistage``, A3).
+    Since ``Obf_K(X W) = Obf_K(X)`` for every orthogonal ``W`` (the scheme discards ``V_k``),
+    the data term pins down ``X X^T`` only; the start point and TV choose among the images that
+    share it. ``extra["relative_residual_mean"]`` is the mean misfit
+    ``||Obf_K(X_hat) - Y||^2 / ||Y||^2`` reached; ``extra["objective_start_mean"]`` and
+    ``extra["objective_end_mean"]`` are the mean objective (misfit + TV term) at the start and
+    at ``X_hat``.
 
     Parameters
     ----------
-    steps, lr
-        Iterations and initial step (RMS change per pixel).
+    steps
+        Gradient steps (one forward and backward pass each).
+    lr
+        Step as a multiple of ``1 / L``.
     tv_weight
         ``lambda``.
     init
@@ -114,9 +130,13 @@ class MinimumDifferenceAttack(ReconstructionAttack):
     )
 
     steps: int = 300
-    lr: float = 0.02
+    lr: float = 0.5
     tv_weight: float = 0.01
     init: Literal["public_mean", "public_basis"] = "public_mean"
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or not self.lr > 0 or self.tv_weight < 0:
+            raise ValueError("steps and tv_weight must be non-negative and lr positive")
 
     def applicable(self, context: AttackContext) -> str | None:
         return super().applicable(context) or _mda_threats(context)
@@ -132,29 +152,52 @@ class MinimumDifferenceAttack(ReconstructionAttack):
         else:
             mean = sum(b.sum(dim=0) for b in batched(context.public, context)) / len(context.public)
             start = lambda y: mean.expand(len(y), -1, -1)
+        # Largest gain of the forward map's linear part with V_k held: ||R_L||_2 = 1, and the
+        # standardisation divides by std.
+        gain = 1.0
+        if forward.right is not None:
+            gain = float(torch.linalg.matrix_norm(forward.right.double(), ord=2))
+        gain /= forward.std
         residuals: list[float] = []
+        begins: list[float] = []
+        ends: list[float] = []
 
         def reconstruct(y: torch.Tensor) -> dict[str, torch.Tensor]:
-            x = start(y).clamp(0.0, 1.0).clone().requires_grad_(True)
             norm = (y * y).sum(dim=(1, 2)).clamp_min(1e-12)
-            with torch.enable_grad():
-                for step in range(self.steps):
-                    fit = ((forward(x) - y) ** 2).sum(dim=(1, 2)) / norm
-                    (grad,) = torch.autograd.grad(
-                        (fit + self.tv_weight * total_variation(x)).sum(), x
-                    )
-                    with torch.no_grad():
-                        # Per-image normalised step (RMS = lr, decaying linearly): scale-free, and
-                        # unlike Adam it keeps the data term's step inside the row space of V_k
-                        # instead of scattering noise into the components the data cannot see.
-                        rms = grad.pow(2).mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(1e-20)
-                        x -= self.lr * (1.0 - step / self.steps) * grad / rms
-                        x.clamp_(0.0, 1.0)
-            with torch.no_grad():
-                residuals.extend((((forward(x) - y) ** 2).sum(dim=(1, 2)) / norm).tolist())
-            # Mean relative misfit ||Obf(X_hat) - Y||^2 / ||Y||^2 of the victims so far.
+
+            def evaluate(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                """Objective per image, its misfit part, and its gradient at ``x``."""
+                x = x.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    misfit = ((forward(x) - y) ** 2).sum(dim=(1, 2)) / norm
+                    objective = misfit + self.tv_weight * total_variation(x)
+                    (grad,) = torch.autograd.grad(objective.sum(), x)
+                return objective.detach(), misfit.detach(), grad
+
+            x = start(y).clamp(0.0, 1.0).detach().clone()
+            step = (self.lr * norm / (2.0 * gain * gain)).to(x.dtype)[:, None, None]
+            best = x
+            for done in range(self.steps + 1):
+                objective, current, grad = evaluate(x)
+                if done == 0:
+                    begins.extend(objective.tolist())
+                    lowest, misfit = objective, current
+                else:
+                    # Steps are not monotone (V_k moves with X, and TV is not smooth): keep the
+                    # best iterate per image.
+                    better = objective < lowest
+                    best = torch.where(better[:, None, None], x, best)
+                    lowest = torch.where(better, objective, lowest)
+                    misfit = torch.where(better, current, misfit)
+                if done < self.steps:
+                    x = (x - step * grad).clamp(0.0, 1.0)
+            residuals.extend(misfit.tolist())
+            ends.extend(lowest.tolist())
+            # Means over the victims so far (the reconstructor is called batch by batch).
             extra["relative_residual_mean"] = sum(residuals) / len(residuals)
-            return {"mda": x.detach()}
+            extra["objective_start_mean"] = sum(begins) / len(begins)
+            extra["objective_end_mean"] = sum(ends) / len(ends)
+            return {"mda": best}
 
         return reconstruct
 
