@@ -193,7 +193,7 @@ def test_exit_codes_usage_bad_input_and_failure(tmp_path):
     bad = runner.invoke(
         app, ["obfuscate", str(data), "--key", str(tmp_path / "k.key"), "-o", str(tmp_path / "s")]
     )
-    assert bad.exit_code == 2 and "infected/broken.png: cannot read the image" in bad.output
+    assert bad.exit_code == 2 and "infected/broken.png: not an image (its content" in bad.output
     (data / "infected" / "broken.png").unlink()
     # Another run holds the output folder: a failure of this run (1), not bad input.
     from medveil.store import StoreWriter
