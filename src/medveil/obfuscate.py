@@ -144,6 +144,11 @@ def _load(root: Path, item: Item, options: LoadOptions) -> LoadedFile | ImageLoa
         exc.path = display_path(item.path)
         exc.args = (f"{exc.path}: {exc.problem}",)
         return exc
+    except Exception as exc:
+        # Not a known kind of bad input (a decoder's bug, memory): it stops the run with its
+        # traceback, which then at least says which file was being read.
+        exc.add_note(f"while loading {display_path(item.path)}")
+        raise
 
 
 def _skipped(item: Item, problem: str) -> SkippedFile:
