@@ -207,3 +207,70 @@ def test_subspace_truncation_is_within_the_documented_bound_on_brain_images() ->
     assert float((residual / optimal).max()) < 1.0002
     # The singular values it reports are the image's own, leading ones to float32 rounding.
     np.testing.assert_allclose(fast.singular_values[:, :8], s[:, :8], rtol=1e-5)
+
+
+# --- attack building blocks -------------------------------------------------------------------
+
+
+def test_leading_bits_keep_the_top_bits_and_fill_the_middle_of_the_dropped_range() -> None:
+    from medveil.attacks.lba import leading_bits
+
+    bits = 6
+    codes = torch.arange(2**bits, dtype=torch.int32)
+    for keep in range(1, bits + 1):
+        dropped = bits - keep
+        step = 2**dropped
+        want = [min((q // step) * step + (step // 2 if dropped else 0), 2**bits - 1) for q in
+                range(2**bits)]
+        assert leading_bits(codes, bits=bits, keep=keep).tolist() == want
+
+
+def reference_public_basis(images: np.ndarray, rank: int, passes: int) -> np.ndarray:
+    """``METHOD.md``: the sign-aligned mean of the public images' ``V_k``, re-orthonormalised
+    (Gram-Schmidt, positive diagonal), aligned first to the first image's basis, then to the
+    previous estimate."""
+    bases = []
+    for x in images.astype(np.float64):
+        u, s, vt = np.linalg.svd(x)
+        z = u[:, :rank] * s[:rank]
+        signs = np.sign(z[np.abs(z).argmax(axis=0), np.arange(rank)])
+        bases.append(vt[:rank].T * np.where(signs == 0, 1.0, signs))
+    bases = np.stack(bases)
+    ref = bases[0]
+    for _ in range(passes):
+        signs = np.sign((bases * ref).sum(axis=1, keepdims=True))
+        q, r = np.linalg.qr((bases * np.where(signs == 0, 1.0, signs)).mean(axis=0))
+        ref = q * np.sign(np.diag(r))
+    return ref
+
+
+def test_public_basis_is_the_aligned_mean_of_the_public_bases() -> None:
+    from medveil.attacks import AttackContext, ThreatModel
+    from medveil.attacks.recovery import public_basis
+
+    public = smooth_images(12, N, seed=30)
+    params = SchemeParams.for_preset("svd", size=N, rank=RANK, solver="exact")
+    context = AttackContext(
+        threat=ThreatModel.A1, params=params, public=torch.from_numpy(public),
+        dtype=torch.float64,
+    )
+    for passes in (1, 2):
+        got = public_basis(context, passes=passes).numpy()
+        np.testing.assert_allclose(got, reference_public_basis(public, RANK, passes), atol=1e-8)
+
+
+@pytest.mark.parametrize("size", [8, 5])
+def test_pooled_features_are_window_means(size: int) -> None:
+    from medveil.attacks.kpl import pooled_features
+
+    y = np.random.default_rng(0).standard_normal((3, 32, 20))
+    # Window i covers [floor(i n / s), ceil((i + 1) n / s)) in each direction.
+    def windows(n: int, s: int) -> list[slice]:
+        return [slice(i * n // s, -(-(i + 1) * n // s)) for i in range(s)]
+
+    want = np.stack([
+        np.array([[img[r, c].mean() for c in windows(20, size)] for r in windows(32, size)])
+        for img in y
+    ]).reshape(3, -1)
+    got = pooled_features(torch.from_numpy(y), size).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
