@@ -3,7 +3,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint mutate clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,6 +17,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
+
+# Curated mutation check (docs/TESTING.md): slow (about 10 minutes on 2 cores), not run in CI.
+mutate: $(STAMP)
+	nice -n 10 $(VENV)/bin/python scripts/mutate.py
 
 lint: $(STAMP)
 	$(VENV)/bin/python -m pip install -q ruff && $(VENV)/bin/ruff check src tests benchmarks

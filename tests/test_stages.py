@@ -43,15 +43,17 @@ def test_subspace_solver_matches_exact_svd_on_image_like_data():
     x = torch.from_numpy(smooth_images(8, 64, seed=3))
     exact = truncated_svd(x.double(), 16, solver="exact")
     fast = truncated_svd(x, 16, solver="subspace")
-    # Near-optimal residual (the randomized-SVD criterion): ||X - X_k^fast|| <= 1.01 ||X - X_k||.
+    # Near-optimal residual (the randomized-SVD criterion): ||X - X_k^fast|| <= 1.001 ||X - X_k||.
+    # These images carry white noise, a flat spectral tail that is the solver's hard case: 1.00048
+    # measured (brain-like images meet the README's 0.02%: test_references.py).
     residual_fast = (x.double() - fast.approximation().double()).norm(dim=(1, 2))
     residual_exact = (x.double() - exact.approximation()).norm(dim=(1, 2))
-    assert float((residual_fast / residual_exact).max()) < 1.01
+    assert float((residual_fast / residual_exact).max()) < 1.001
     # Leading factors agree column by column, signs included (the deterministic sign rule).
     lead = (fast.factor[..., :4].double() - exact.factor[..., :4]).norm(dim=1) / exact.factor[
         ..., :4
     ].norm(dim=1)
-    assert float(lead.max()) < 1e-3
+    assert float(lead.max()) < 5e-4  # 2.4e-4 measured
 
 
 def test_truncation_does_not_depend_on_the_batch():
