@@ -1,45 +1,118 @@
-"""Utility benchmark: the same classifiers on plaintext and on obfuscated images.
+"""Utility benchmark: the same classifier on plaintext and obfuscated images, over several keys.
 
 Usage::
 
     .venv/bin/python benchmarks/utility.py DATASET_DIR [--schemes plaintext,svd,multistage]
-        [--models smallcnn,resnet50,mobilenetv2,inceptionv3] [--size 224] [--rank 32]
-        [--input-size 64] [--epochs 8] [--batch-size 32] [--lr 1e-3] [--augment none] [--seed 0]
-        [--out benchmarks/out/utility]
+        [--models smallcnn] [--stems default] [--keys 3] [--size 224] [--rank 32]
+        [--input-size 64] [--epochs 8] [--batch-size 32] [--lr 1e-3] [--augment none]
+        [--group-distance 4] [--out benchmarks/out/utility]
 
-For every scheme a fresh key is drawn (kept in memory only) and calibrated on up to 512 images
-of the dataset; the dataset is obfuscated into a store; each model is trained on the plaintext
-folder or the store with the same seed, the same stratified split (20% test, 15% of the rest for
-validation, when the data has no Testing/ folder) and the same budget, then evaluated on the
-held-out test split. Prints a Markdown table (also saved as ``utility-<dataset>.md`` in --out).
+Splits do not leak: near-duplicate groups (perceptual hashes within ``--group-distance`` bits,
+:mod:`medveil.duplicates`) are kept on one side (20% test, 15% of the rest for validation), the
+same split for every scheme, key and stem. For each of ``--keys`` repetitions ``i`` a fresh key is
+drawn (in memory only), calibrated on 512 images, and the dataset obfuscated into a store; the
+model is trained with seed ``i`` (plaintext too, so that its spread is comparable), with the
+library's default recipe. ``--stems default`` uses the library's default stem for the data's kind;
+a list (``linear,resize``) compares stems on obfuscated data.
+
+After every epoch the run's current weights are scored on the test split (never used for any
+choice): the table reports the selected epoch's test accuracy (what the run returns), and how far
+it ends below the run's best epoch on test (the recipe's "regret").
+
+Prints a Markdown table of mean ± sd over keys (also ``utility-<dataset>.md`` and the per-run
+``utility-<dataset>-runs.csv`` in ``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch
 from common import SCHEMES, dataset_name
 
 from medveil.calibration import load_calibration_images
+from medveil.duplicates import near_duplicate_groups
 from medveil.errors import StoreError
 from medveil.keys import generate_key
-from medveil.loading import LoadOptions
+from medveil.layout import scan_dataset
+from medveil.loading import LoadOptions, load_image
 from medveil.machine import describe
 from medveil.obfuscate import obfuscate_dataset
 from medveil.store import ObfuscatedStore
-from medveil.training import TrainConfig, evaluate, train
+from medveil.training import TrainConfig, evaluate, open_data, train
+from medveil.training.data import SplitPlan, Standardisation
+from medveil.training.evaluate import TrainedRun
+from medveil.training.models import create_model
+from medveil.training.stems import stem_alignment
 
 
-def _complete_store(path: Path, scheme: str, size: int, rank: int) -> bool:
+def _groups(dataset: Path, *, size: int, distance: int, cache: Path) -> np.ndarray:
+    if cache.is_file():
+        return np.load(cache)
+    index = scan_dataset(dataset)
+    if list(index.splits) != ["all"]:
+        raise SystemExit("this benchmark holds out its own test split: give a folder of classes")
+    items = index.splits["all"]
+    images = np.stack(
+        [load_image(index.root / it.path, options=LoadOptions(size=size)) for it in items]
+    )
+    groups = near_duplicate_groups(images, max_distance=distance)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, groups)
+    return groups
+
+
+def _store(args: argparse.Namespace, scheme: str, rep: int, name: str) -> tuple[Path, object]:
+    path = args.out / "stores" / name / f"{scheme}-key{rep}"
+    key = None
     try:
-        params = ObfuscatedStore(path).manifest["params"]
+        ObfuscatedStore(path)
+        print(f"== {scheme} key {rep}: reusing the complete store {path}", flush=True)
+        keyfile = path.with_name(path.name + ".matrices.npz")
+        return path, (np.load(keyfile) if keyfile.is_file() else None)
     except StoreError:
-        return False
-    wanted = {"size": size, "rank": rank, **SCHEMES[scheme]}
-    return all(params.get(name) == value for name, value in wanted.items())
+        pass
+    key = generate_key(size=args.size, rank=args.rank, **SCHEMES[scheme])
+    key = key.calibrate(
+        load_calibration_images(
+            args.dataset, count=512, options=LoadOptions(size=args.size), seed=rep
+        )
+    )
+    result = obfuscate_dataset(args.dataset, key=key, output=path, overwrite=True)
+    print(f"== {scheme} key {rep}: {result.summary()}", flush=True)
+    # Only for the stem-alignment measurement: the derived matrices (not the secret), kept beside
+    # the benchmark's throwaway store so that a resumed benchmark can still score alignment.
+    matrices = {
+        name: m for name, m in (("left", key.left_matrix()), ("right", key.right_matrix()))
+        if m is not None
+    }
+    np.savez(path.with_name(path.name + ".matrices.npz"), **matrices)
+    return path, matrices
+
+
+def _test_accuracy(run_dir: Path, source, plan: SplitPlan) -> float:
+    info = json.loads((run_dir / "run.json").read_text())
+    model = create_model(
+        info["model"], num_classes=len(info["classes"]), input_size=info["input_size"],
+        stem=info["stem"], in_shape=tuple(info["in_shape"]),
+    )
+    state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    run = TrainedRun(
+        run_dir=run_dir, info=info, model=model.eval(),
+        standardisation=Standardisation(**info["standardisation"]),
+    )
+    table_name, indices = plan.parts["test"]
+    table = source.tables[table_name]
+    probs = np.concatenate(
+        [run.probabilities(table.arrays(indices[lo : lo + 256])) for lo in range(0, len(indices), 256)]
+    )
+    return float((probs.argmax(1) == table.labels[indices]).mean())
 
 
 def main() -> None:
@@ -49,6 +122,8 @@ def main() -> None:
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--schemes", default="plaintext,svd,multistage")
     parser.add_argument("--models", default="smallcnn")
+    parser.add_argument("--stems", default="default")
+    parser.add_argument("--keys", type=int, default=3)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--input-size", type=int, default=64)
@@ -56,78 +131,124 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--augment", default="none", help="none, flip or flip-shift")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--group-distance", type=int, default=4)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/utility"))
     args = parser.parse_args()
     name = dataset_name(args.dataset)
-    rows = []
     started = time.perf_counter()
-    for scheme in args.schemes.split(","):
-        data = args.dataset if scheme == "plaintext" else args.out / "stores" / name / scheme
-        if scheme != "plaintext" and _complete_store(data, scheme, args.size, args.rank):
-            # Keys live in memory only; a complete store is reused so that interrupted
-            # training runs (trained on that store) can resume in a later session.
-            print(f"== {scheme}: reusing the complete store {data}", flush=True)
-        elif scheme != "plaintext":
-            key = generate_key(size=args.size, rank=args.rank, **SCHEMES[scheme])
-            key.calibrate(
-                load_calibration_images(
-                    args.dataset, count=512, options=LoadOptions(size=args.size), seed=args.seed
-                )
-            )
-            result = obfuscate_dataset(args.dataset, key=key, output=data, overwrite=True)
-            print(f"== {scheme}: {result.summary()}", flush=True)
-        for model in args.models.split(","):
-            config = TrainConfig(
-                model=model,
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                input_size=args.input_size,
-                seed=args.seed,
-                device=args.device,
-                patience=None,
-                augment=args.augment,
-            )
-            run_dir = args.out / "runs" / name / scheme / model
-            resume = (run_dir / "last.pt").is_file()
-            trained = train(data, config=config, run_dir=run_dir, resume=resume)
-            scored = evaluate(run_dir, data, device=args.device)
-            print(f"   {scheme} {model}: {trained.summary()}; test {scored.summary()}", flush=True)
-            rows.append(
-                {
-                    "scheme": scheme,
-                    "model": model,
-                    "input_size": args.input_size,
-                    "epochs": trained.epochs_run,
-                    "test_images": scored.count,
-                    "accuracy": scored.accuracy,
-                    "macro_f1": scored.macro_f1,
-                    "macro_auc": scored.macro_auc,
-                    "train_seconds": trained.wall_time_s,
-                }
-            )
+    groups = _groups(
+        args.dataset, size=args.size, distance=args.group_distance,
+        cache=args.out / f"groups-{name}-d{args.group_distance}.npy",
+    )
+    sizes = np.bincount(np.unique(groups, return_inverse=True)[1])
+    print(
+        f"{len(groups)} images in {len(sizes)} near-duplicate groups (largest {sizes.max()})",
+        flush=True,
+    )
+    rows: list[dict] = []
+    runs_csv = args.out / f"utility-{name}-runs.csv"
+    # Keys outermost: an interrupted benchmark has every scheme at its first keys.
+    for rep in range(args.keys):
+        for scheme in args.schemes.split(","):
+            stems = ["default"] if scheme == "plaintext" else args.stems.split(",")
+            if scheme == "plaintext":
+                data, matrices = args.dataset, None
+            else:
+                data, matrices = _store(args, scheme, rep, name)
+            source = open_data(data, image_size=args.input_size)
+            source = source.with_groups({"all": groups})
+            for model in args.models.split(","):
+                for stem in stems:
+                    config = TrainConfig(
+                        model=model, epochs=args.epochs, batch_size=args.batch_size,
+                        lr=args.lr, input_size=args.input_size, seed=rep, device=args.device,
+                        augment=args.augment, stem=None if stem == "default" else stem,
+                    )
+                    run_dir = args.out / "runs" / name / f"{scheme}-key{rep}" / f"{model}-{stem}"
+                    per_epoch: list[float] = []
+
+                    def on_epoch(event, run_dir=run_dir, source=source, per_epoch=per_epoch):
+                        if event.kind != "epoch":
+                            return
+                        plan = SplitPlan.from_dict(
+                            json.loads((run_dir / "splits.json").read_text())
+                        )
+                        per_epoch.append(_test_accuracy(run_dir, source, plan))
+                        print(
+                            f"   epoch {event.epoch}: val acc {event.stats.val_acc:.3f}, "
+                            f"test acc {per_epoch[-1]:.3f}", flush=True,
+                        )
+
+                    if (run_dir / "run.json").is_file():
+                        info = json.loads((run_dir / "run.json").read_text())
+                        if info.get("status") == "complete" and (run_dir / "epochs.json").is_file():
+                            per_epoch.extend(json.loads((run_dir / "epochs.json").read_text()))
+                        else:
+                            import shutil
+
+                            shutil.rmtree(run_dir)  # per-epoch test scores need a whole run
+                    if not per_epoch:
+                        train(source, config=config, run_dir=run_dir, progress=on_epoch)
+                        (run_dir / "epochs.json").write_text(json.dumps(per_epoch))
+                    info = json.loads((run_dir / "run.json").read_text())
+                    scored = evaluate(run_dir, source, device=args.device)
+                    row = {
+                        "scheme": scheme, "model": model, "stem": info["stem"], "key": rep,
+                        "test_images": scored.count, "accuracy": scored.accuracy,
+                        "macro_f1": scored.macro_f1, "best_epoch": info["best_epoch"],
+                        "epochs": info["epochs_run"], "best_test_epoch_acc": max(per_epoch),
+                        "regret": max(per_epoch) - scored.accuracy,
+                        "per_epoch_test": " ".join(f"{a:.3f}" for a in per_epoch),
+                        "train_seconds": info["wall_time_s"],
+                    }
+                    if matrices is not None and info["stem"] != "resize" and model:
+                        from medveil.training.evaluate import load_run
+
+                        align = stem_alignment(
+                            load_run(run_dir).model.stem,
+                            left=matrices.get("left") if hasattr(matrices, "get") else None,
+                            right=matrices.get("right") if hasattr(matrices, "get") else None,
+                        )
+                        row.update({f"align_{k}": v for k, v in align.items()})
+                    rows.append(row)
+                    print(
+                        f"   {scheme} key {rep} {model} stem {info['stem']}: test accuracy "
+                        f"{scored.accuracy:.3f} (best epoch on test {max(per_epoch):.3f}; "
+                        f"selected epoch {info['best_epoch']})", flush=True,
+                    )
+                    args.out.mkdir(parents=True, exist_ok=True)
+                    pd.DataFrame(rows).to_csv(runs_csv, index=False)
     table = pd.DataFrame(rows)
+    summary = (
+        table.groupby(["scheme", "model", "stem"], sort=False)
+        .agg(
+            keys=("key", "count"), acc_mean=("accuracy", "mean"), acc_sd=("accuracy", "std"),
+            acc_min=("accuracy", "min"), regret_max=("regret", "max"),
+            seconds=("train_seconds", "mean"),
+        )
+        .reset_index()
+    )
     header = (
         f"Command: `python benchmarks/utility.py {args.dataset} --schemes {args.schemes} "
-        f"--models {args.models} --size {args.size} --rank {args.rank} --input-size "
-        f"{args.input_size} --epochs {args.epochs} --batch-size {args.batch_size} --lr {args.lr:g} "
-        f"--augment {args.augment} --seed {args.seed}`  \n"
-        f"Machine: {describe()}; total {time.perf_counter() - started:.0f} s.\n\n"
-        "| scheme | model | input | epochs | test images | accuracy | macro-F1 | macro AUC | "
-        "train s |\n|---|---|---|---|---|---|---|---|---|\n"
+        f"--models {args.models} --stems {args.stems} --keys {args.keys} --size {args.size} "
+        f"--rank {args.rank} --input-size {args.input_size} --epochs {args.epochs} "
+        f"--batch-size {args.batch_size} --lr {args.lr:g} --augment {args.augment} "
+        f"--group-distance {args.group_distance}`  \n"
+        f"Machine: {describe()}; total {time.perf_counter() - started:.0f} s. "
+        f"{len(groups)} images in {len(sizes)} near-duplicate groups; test split "
+        f"{int(table['test_images'].iloc[0])} images.\n\n"
+        "| scheme | model | stem | keys | accuracy (mean ± sd) | worst key | max regret | "
+        "train s |\n|---|---|---|---|---|---|---|---|\n"
     )
     lines = [
-        f"| {r['scheme']} | {r['model']} | {r['input_size']} | {r['epochs']} | {r['test_images']} "
-        f"| {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['macro_auc']:.3f} | "
-        f"{r['train_seconds']:.0f} |"
-        for r in rows
+        f"| {r.scheme} | {r.model} | {r.stem} | {r.keys} | {r.acc_mean:.3f} ± "
+        f"{0 if np.isnan(r.acc_sd) else r.acc_sd:.3f} | {r.acc_min:.3f} | {r.regret_max:.3f} | "
+        f"{r.seconds:.0f} |"
+        for r in summary.itertuples()
     ]
     text = header + "\n".join(lines) + "\n"
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"utility-{name}.md").write_text(text)
-    table.to_csv(args.out / f"utility-{name}.csv", index=False)
     print(text)
 
 

@@ -26,6 +26,7 @@ from medveil.training import (
 )
 from medveil.training.data import augment_batch, obfuscate_source, plan_splits
 from medveil.training.models import MODELS, SmallCNN
+from medveil.training.train import EpochStats, _LoopState, warmup_epochs
 
 SIZE = 32
 CLASSES = ("plain", "striped")
@@ -279,10 +280,49 @@ def test_early_stopping_stops_when_validation_loss_rises(tmp_path, data):
     images, labels = data
     shuffled = np.random.default_rng(0).permutation(labels)
     source = DataSource.from_arrays(images, shuffled, classes=CLASSES)
-    result = train(source, config=quick_config(epochs=30, patience=2), run_dir=tmp_path / "r")
+    config = quick_config(epochs=30, patience=2)
+    result = train(source, config=config, run_dir=tmp_path / "r")
     assert result.stopped_early and result.epochs_run < 30
-    assert result.best_epoch == result.epochs_run - 2
+    warmup = warmup_epochs(config)
+    assert warmup == 9
+    # Patience is counted only after the warm-up, from the selected (best-accuracy) epoch.
+    assert result.epochs_run == max(result.best_epoch, warmup) + 2
+    best = max(h.val_acc for h in result.history)
+    assert result.history[result.best_epoch - 1].val_acc == best
     assert load_run(tmp_path / "r").info["best_epoch"] == result.best_epoch
+
+
+def _stats(epoch: int, val_loss: float, val_acc: float) -> EpochStats:
+    return EpochStats(
+        epoch=epoch, train_loss=1.0, train_acc=0.5, val_loss=val_loss, val_acc=val_acc, lr=1e-3,
+        seconds=1.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("selection", "best", "stops_after"),
+    [("val_acc", 7, None), ("val_loss", 1, 6)],
+)
+def test_the_selection_rule_on_a_scripted_curve(selection, best, stops_after):
+    # The curve of issue 12: the loss is erratic while the learning rate is high and the accuracy
+    # climbs. By loss (the old rule) epoch 1 is kept and the run stops at epoch 6; by accuracy,
+    # with patience counted after a 3-epoch warm-up, the last epochs win.
+    losses = [0.97, 6.3, 2.4, 1.6, 3.3, 1.7, 1.1, 1.0]
+    accs = [0.50, 0.46, 0.28, 0.33, 0.57, 0.44, 0.86, 0.85]
+    state = _LoopState()
+    for epoch, (loss, acc) in enumerate(zip(losses, accs), start=1):
+        counts = selection == "val_loss" or epoch > 3
+        state.record(_stats(epoch, loss, acc), patience=5, selection=selection, counts=counts)
+        if state.stopped:
+            break
+    assert state.best_epoch == best
+    assert (len(state.history) if state.stopped else None) == stops_after
+
+
+def test_warmup_epochs_follow_the_schedule():
+    assert warmup_epochs(TrainConfig(epochs=8)) == 3
+    assert warmup_epochs(TrainConfig(epochs=10)) == 3
+    assert warmup_epochs(TrainConfig(epochs=8, schedule="cosine")) == 0
 
 
 # --- rank sweep --------------------------------------------------------------------------------

@@ -371,7 +371,11 @@ def train_command(
         Optional[int], typer.Option(help="Model input side (default: the model's).")
     ] = None,
     patience: Annotated[
-        int, typer.Option(help="Early stopping patience (epochs; 0 disables).")
+        int,
+        typer.Option(
+            help="Early stopping patience: epochs without a better validation accuracy, counted "
+            "after the learning-rate peak (0 disables)."
+        ),
     ] = 5,
     val_fraction: Annotated[float, typer.Option(help="Stratified validation fraction.")] = 0.15,
     test_fraction: Annotated[
@@ -383,6 +387,13 @@ def train_command(
         Optional[Path], typer.Option(help="Local pretrained weights (never downloaded).")
     ] = None,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    stem: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Input stem: linear (learned two-sided map that can absorb the key's "
+            "projection) or resize; default linear on obfuscated data, resize on plaintext."
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUTPUT.")] = False,
 ) -> None:
     """Train a classifier on obfuscated (or, for the baseline, plaintext) images."""
@@ -402,6 +413,7 @@ def train_command(
             device=device,
             weights=weights,
             num_workers=workers,
+            stem=stem,
         )
         with _progress() as bar:
             task = bar.add_task(model, total=None)
@@ -515,9 +527,20 @@ def sweep_rank_command(
     model: Annotated[str, typer.Option(help="Model trained for each k.")] = "smallcnn",
     epochs: Annotated[int, typer.Option(help="Epochs per k.")] = 10,
     patience: Annotated[
-        int, typer.Option(help="Early stopping patience (epochs; 0 disables).")
+        int,
+        typer.Option(
+            help="Early stopping patience: epochs without a better validation accuracy, counted "
+            "after the learning-rate peak (0 disables)."
+        ),
     ] = 5,
     input_size: Annotated[Optional[int], typer.Option(help="Model input side.")] = None,
+    stem: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Input stem: linear (learned two-sided map that can absorb the key's "
+            "projection) or resize; default linear on obfuscated data, resize on plaintext."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     allow_open_key: Annotated[bool, typer.Option(help=_ALLOW_OPEN_KEY_HELP)] = False,
@@ -540,7 +563,7 @@ def sweep_rank_command(
         )
         config = TrainConfig(
             model=model, epochs=epochs, input_size=input_size, seed=seed, device=device,
-            patience=patience or None,
+            patience=patience or None, stem=stem,
         )
         with _progress() as bar:
             task = bar.add_task("sweep", total=None)

@@ -22,6 +22,7 @@ from medveil.keys import LeftProjection, Preset, RightProjection
 from medveil.privacy import ATTACK_NAMES
 from medveil.synthetic import DATASETS
 from medveil.training.models import MODELS
+from medveil.training.stems import STEMS
 
 __all__ = [
     "ConfigError",
@@ -136,9 +137,15 @@ class TrainingStudyConfig:
     input_size: int | None = None
     patience: int | None = 5
     val_fraction: float = 0.15
+    stem: str | None = None
 
     def __post_init__(self) -> None:
         _require(len(self.models) >= 1, "models", "must name at least one model")
+        _require(
+            self.stem is None or self.stem in STEMS, "stem",
+            f"unknown stem {self.stem!r}; choose from {', '.join(STEMS)} or null (the default: "
+            "linear on obfuscated data, resize on plaintext)",
+        )
         for model in self.models:
             _require(model in MODELS, "models", f"unknown model {model!r}; choose from {', '.join(MODELS)}")
         _require(self.epochs >= 1, "epochs", f"must be at least 1, got {self.epochs}")

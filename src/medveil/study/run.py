@@ -308,7 +308,7 @@ def _train_config(run: _Run, *, model: str, epochs: int) -> TrainConfig:
     return TrainConfig(
         model=model, epochs=epochs, batch_size=t.batch_size, lr=t.lr, input_size=t.input_size,
         patience=t.patience, val_fraction=t.val_fraction, test_fraction=run.config.data.test_fraction,
-        seed=run.config.seed, device=run.config.device,
+        seed=run.config.seed, device=run.config.device, stem=t.stem,
     )
 
 

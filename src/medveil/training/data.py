@@ -31,7 +31,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -147,6 +147,10 @@ class DataSource:
     provenance : dict
         For obfuscated data, ``key_fingerprint``, ``preset``, ``params`` and ``shape`` (public,
         never key material); empty for plaintext.
+    groups : dict
+        Optional group labels by table name (e.g. near-duplicate groups from
+        :func:`medveil.duplicates.near_duplicate_groups`, or patients): :func:`plan_splits` never
+        puts one group on two sides of a split.
     """
 
     kind: Kind
@@ -154,6 +158,19 @@ class DataSource:
     tables: dict[str, ArrayTable]
     identity: str
     provenance: dict[str, Any] = field(default_factory=dict)
+    groups: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def with_groups(self, groups: dict[str, np.ndarray]) -> DataSource:
+        """The same data with group labels (one per example of each named table)."""
+        for name, labels in groups.items():
+            if name not in self.tables:
+                raise ValueError(f"no table {name!r} to group (has {', '.join(self.tables)})")
+            if len(labels) != len(self.tables[name].labels):
+                raise ValueError(
+                    f"table {name!r}: {len(labels)} group labels for "
+                    f"{len(self.tables[name].labels)} examples"
+                )
+        return replace(self, groups={k: np.asarray(v) for k, v in groups.items()})
 
     @property
     def key_fingerprint(self) -> str | None:
@@ -296,13 +313,21 @@ def obfuscate_source(
 
 
 def stratified_holdout(
-    labels: np.ndarray, fraction: float, *, rng: np.random.Generator
+    labels: np.ndarray,
+    fraction: float,
+    *,
+    rng: np.random.Generator,
+    groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split positions ``0..len(labels)-1`` into (kept, held out), per class.
 
     Each class gives ``round(fraction * count)`` examples to the held-out part, at least one
-    when it has two or more and ``fraction > 0``, and always keeps at least one.
+    when it has two or more and ``fraction > 0``, and always keeps at least one. With
+    ``groups``, whole groups move: each group counts for its most common class, and groups are
+    held out in a random order until that class's share is reached.
     """
+    if groups is not None:
+        return _grouped_holdout(labels, fraction, rng=rng, groups=np.asarray(groups))
     kept, held = [], []
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
@@ -314,6 +339,31 @@ def stratified_holdout(
         held.append(members[:take])
         kept.append(members[take:])
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
+
+
+def _grouped_holdout(
+    labels: np.ndarray, fraction: float, *, rng: np.random.Generator, groups: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    if len(groups) != len(labels):
+        raise ValueError(f"{len(groups)} group labels for {len(labels)} examples")
+    names, inverse = np.unique(groups, return_inverse=True)
+    sizes = np.bincount(inverse, minlength=len(names))
+    votes = np.zeros((len(names), int(labels.max(initial=0)) + 1), np.int64)
+    np.add.at(votes, (inverse, labels), 1)
+    majority = votes.argmax(axis=1)
+    held_groups = np.zeros(len(names), bool)
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(majority == label))
+        target = round(fraction * int(sizes[members].sum())) if fraction > 0 else 0
+        taken = 0
+        # Keep at least one group of the class for training.
+        for group in members[:-1]:
+            if taken >= target:
+                break
+            held_groups[group] = True
+            taken += int(sizes[group])
+    held = held_groups[inverse]
+    return np.flatnonzero(~held), np.flatnonzero(held)
 
 
 @dataclass(frozen=True)
@@ -344,6 +394,8 @@ def plan_splits(
     The dataset's own ``test`` and ``val`` tables are used when present. Otherwise a stratified
     ``test_fraction`` of the data (``all``, or ``train`` without a ``test`` table) is held out for
     testing (none when it is 0), then a stratified ``val_fraction`` of the rest for validation.
+    When the source has group labels for that table (:attr:`DataSource.groups`), no group is
+    split across train, validation and test.
     """
     if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1:
         raise ValueError("val_fraction must be in (0, 1) and test_fraction in [0, 1)")
@@ -353,18 +405,21 @@ def plan_splits(
         raise ValueError(f"no 'train' or 'all' split to train on (has {', '.join(tables)})")
     rng = np.random.default_rng([seed, 0x5EED])
     labels = tables[base].labels
+    groups = source.groups.get(base)
     pool = np.arange(len(labels))
     parts: dict[str, tuple[str, np.ndarray]] = {}
     if "test" in tables:
         parts["test"] = ("test", np.arange(len(tables["test"].labels)))
     elif test_fraction > 0:
-        kept, held = stratified_holdout(labels, test_fraction, rng=rng)
+        kept, held = stratified_holdout(labels, test_fraction, rng=rng, groups=groups)
         pool, parts["test"] = kept, (base, held)
     if "val" in tables:
         parts["val"] = ("val", np.arange(len(tables["val"].labels)))
         parts["train"] = (base, pool)
     else:
-        kept, held = stratified_holdout(labels[pool], val_fraction, rng=rng)
+        kept, held = stratified_holdout(
+            labels[pool], val_fraction, rng=rng, groups=None if groups is None else groups[pool]
+        )
         parts["train"], parts["val"] = (base, pool[kept]), (base, pool[held])
     for role in ("train", "val"):
         if len(parts[role][1]) == 0:
@@ -384,9 +439,10 @@ class Standardisation:
 
     @classmethod
     def fit(
-        cls, table: ArrayTable, indices: np.ndarray, *, size: int, seed: int
+        cls, table: ArrayTable, indices: np.ndarray, *, size: int | None, seed: int
     ) -> Standardisation:
-        """Fit on (up to :data:`STATS_SAMPLE` of) the training examples, as the model sees them."""
+        """Fit on (up to :data:`STATS_SAMPLE` of) the training examples, as the model reads them
+        (resized to ``size``, or at their own shape when ``size`` is ``None``)."""
         rng = np.random.default_rng([seed, 0x57D])
         if len(indices) > STATS_SAMPLE:
             indices = np.sort(rng.choice(indices, STATS_SAMPLE, replace=False))
@@ -407,15 +463,16 @@ class Standardisation:
 
 
 def to_model_input(
-    arrays: np.ndarray, *, size: int, standardisation: Standardisation | None = None
+    arrays: np.ndarray, *, size: int | None, standardisation: Standardisation | None = None
 ) -> torch.Tensor:
     """``(B, h, w)`` arrays to a ``(B, 1, size, size)`` float32 tensor.
 
     Arrays of another shape are resized with antialiased bilinear interpolation; an obfuscated
-    ``(n, m)`` array (``m = k`` for the ``svd`` preset) is stretched to the square input.
+    ``(n, m)`` array (``m = k`` for the ``svd`` preset) is stretched to the square input. With
+    ``size=None`` the arrays keep their shape, ``(B, 1, h, w)``, for a model with an input stem.
     """
     x = torch.from_numpy(np.ascontiguousarray(arrays, dtype=np.float32))[:, None]
-    if tuple(x.shape[-2:]) != (size, size):
+    if size is not None and tuple(x.shape[-2:]) != (size, size):
         x = F.interpolate(
             x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
         )
@@ -423,13 +480,19 @@ def to_model_input(
 
 
 class ExampleSet(Dataset):
-    """Model inputs ``(tensor (1, size, size), label)`` for ``indices`` of one table.
+    """Model inputs ``(tensor (1, size, size), label)`` for ``indices`` of one table (with
+    ``size=None``, ``(tensor (1, h, w), label)`` at the arrays' own shape, for a stem).
 
     Implements ``__getitems__`` so that a ``DataLoader`` reads and resizes a whole batch at once.
     """
 
     def __init__(
-        self, table: ArrayTable, indices: np.ndarray, *, size: int, standardisation: Standardisation
+        self,
+        table: ArrayTable,
+        indices: np.ndarray,
+        *,
+        size: int | None,
+        standardisation: Standardisation,
     ) -> None:
         self.table = table
         self.indices = np.asarray(indices, np.int64)
@@ -455,10 +518,10 @@ class ExampleSet(Dataset):
 
 
 def augment_batch(x: torch.Tensor, mode: str, *, generator: torch.Generator) -> torch.Tensor:
-    """Random per-example augmentation of a ``(B, 1, s, s)`` batch.
+    """Random per-example augmentation of a ``(B, 1, h, w)`` batch.
 
     ``none`` returns ``x``; ``flip`` mirrors half of the examples left-right; ``flip-shift`` also
-    translates each by up to 1/8 of the side (reflect padding, then a random crop). Neither is
+    translates each by up to 1/8 of each side (reflect padding, then a random crop). Neither is
     a symmetry of obfuscated arrays (see the module notes for what they cost there).
     """
     if mode not in AUGMENTATIONS:
@@ -468,11 +531,20 @@ def augment_batch(x: torch.Tensor, mode: str, *, generator: torch.Generator) -> 
     flip = torch.rand(len(x), generator=generator) < 0.5
     x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
     if mode == "flip-shift":
-        size = x.shape[-1]
-        pad = max(size // 8, 1)
-        padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-        offsets = torch.randint(0, 2 * pad + 1, (len(x), 2), generator=generator).tolist()
+        height, width = x.shape[-2:]
+        pad_y, pad_x = max(height // 8, 1), max(width // 8, 1)
+        padded = F.pad(x, (pad_x, pad_x, pad_y, pad_y), mode="reflect")
+        offsets = torch.stack(
+            [
+                torch.randint(0, 2 * pad_y + 1, (len(x),), generator=generator),
+                torch.randint(0, 2 * pad_x + 1, (len(x),), generator=generator),
+            ],
+            dim=1,
+        ).tolist()
         x = torch.stack(
-            [padded[i, :, dy : dy + size, dx : dx + size] for i, (dy, dx) in enumerate(offsets)]
+            [
+                padded[i, :, dy : dy + height, dx : dx + width]
+                for i, (dy, dx) in enumerate(offsets)
+            ]
         )
     return x

@@ -67,6 +67,26 @@ class TrainedRun:
         return int(self.info["input_size"])
 
     @property
+    def stem(self) -> str | None:
+        """The model's input stem, or ``None`` for runs made before stems existed."""
+        return self.info.get("stem")
+
+    def model_input(self, arrays: np.ndarray) -> torch.Tensor:
+        """``(B, h, w)`` arrays as the model reads them, standardised."""
+        if self.stem is None:  # a run from before stems: the arrays are resized as images
+            return to_model_input(
+                arrays, size=self.input_size, standardisation=self.standardisation
+            )
+        n, m = self.info["in_shape"]
+        if arrays.shape[1:] != (n, m):
+            if self.kind == "obfuscated" or n != m:
+                raise ValueError(
+                    f"this model reads {n}x{m} arrays, got {arrays.shape[1]}x{arrays.shape[2]}"
+                )
+            return to_model_input(arrays, size=n, standardisation=self.standardisation)
+        return to_model_input(arrays, size=None, standardisation=self.standardisation)
+
+    @property
     def kind(self) -> str:
         return str(self.info["data"]["kind"])
 
@@ -83,10 +103,7 @@ class TrainedRun:
         out = []
         with torch.no_grad():
             for lo in range(0, len(arrays), batch_size):
-                x = to_model_input(
-                    arrays[lo : lo + batch_size], size=self.input_size,
-                    standardisation=self.standardisation,
-                )
+                x = self.model_input(arrays[lo : lo + batch_size])
                 out.append(torch.softmax(model(x.to(device)), dim=1).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
 
@@ -102,8 +119,10 @@ def load_run(run_dir: str | Path) -> TrainedRun:
         raise ValueError(f"{path}: not a medveil run description")
     if not (run_dir / "best.pt").is_file():
         raise ValueError(f"{run_dir}: no best.pt; the run has not finished an epoch")
+    stem = info.get("stem")
     model = create_model(
-        info["model"], num_classes=len(info["classes"]), input_size=info["input_size"]
+        info["model"], num_classes=len(info["classes"]), input_size=info["input_size"],
+        stem=stem, in_shape=tuple(info["in_shape"]) if stem is not None else None,
     )
     best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(best["model"])

@@ -19,7 +19,12 @@ from safetensors.torch import load_file
 from timm.models import adapt_input_conv
 from torch import nn
 
-__all__ = ["MODELS", "ModelSpec", "SmallCNN", "create_model", "get_spec", "load_weights"]
+from medveil.training.stems import create_stem
+
+__all__ = [
+    "MODELS", "ModelSpec", "SmallCNN", "StemmedClassifier", "create_model", "get_spec",
+    "load_weights",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +125,22 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
+class StemmedClassifier(nn.Module):
+    """An input stem (:mod:`medveil.training.stems`) in front of a backbone.
+
+    Reads the data's arrays at their own shape ``(B, 1, n, m)``; the stem makes the backbone's
+    square input.
+    """
+
+    def __init__(self, *, stem: nn.Module, backbone: nn.Module) -> None:
+        super().__init__()
+        self.stem = stem
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.stem(x))
+
+
 def create_model(
     name: str,
     *,
@@ -127,6 +148,8 @@ def create_model(
     in_chans: int = 1,
     input_size: int | None = None,
     weights: Path | str | None = None,
+    stem: str | None = None,
+    in_shape: tuple[int, int] | None = None,
 ) -> nn.Module:
     """Build a classifier, from scratch or from a local state dict.
 
@@ -143,11 +166,18 @@ def create_model(
     weights : path or None
         A local file (``.pt``/``.pth``/``.bin`` or ``.safetensors``) holding a state dict for the
         same architecture (see :func:`load_weights`). ``None`` (the default) trains from scratch.
+        The weights are loaded into the backbone; a stem starts as its own initialisation.
+    stem : str or None
+        Put the named input stem (:data:`medveil.training.stems.STEMS`) in front of the
+        backbone; ``None`` builds the bare backbone.
+    in_shape : (int, int) or None
+        ``(n, m)``, the shape of the arrays the stem reads; required with ``stem``.
 
     Returns
     -------
     torch.nn.Module
-        Maps ``(B, in_chans, s, s)`` to logits ``(B, num_classes)``.
+        Maps ``(B, in_chans, s, s)`` to logits ``(B, num_classes)``, or with a stem
+        ``(B, 1, n, m)`` arrays (a :class:`StemmedClassifier`).
 
     Raises
     ------
@@ -171,7 +201,15 @@ def create_model(
         )
     if weights is not None:
         load_weights(model, Path(weights), spec=spec)
-    return model
+    if stem is None:
+        return model
+    if in_shape is None or input_size is None:
+        raise ValueError("a stem needs the arrays' shape (in_shape) and the input size")
+    if in_chans != 1:
+        raise ValueError("stems read one-channel arrays (in_chans=1)")
+    return StemmedClassifier(
+        stem=create_stem(stem, in_shape=in_shape, size=input_size), backbone=model
+    )
 
 
 # What the two readers raise for a file that is not a valid state dict: a pickle, zip or
@@ -199,6 +237,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             data = data[wrapper]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise ValueError(f"{path}: does not hold a state dict of tensors")
+    # A medveil run with an input stem: its backbone is what another model can start from.
+    if data and all(k.startswith(("stem.", "backbone.")) for k in data):
+        data = {k.removeprefix("backbone."): v for k, v in data.items() if k.startswith("backbone.")}
     return data
 
 

@@ -8,13 +8,25 @@ A run folder holds::
                    (fingerprint, preset, parameters; never key material), standardisation
                    constants, split sizes, status and best epoch
     history.csv    one row per finished epoch
-    best.pt        weights with the lowest validation loss
+    best.pt        weights of the selected epoch (highest validation accuracy, see below)
     last.pt        everything needed to continue: weights, optimizer, scheduler, RNG, history
 
 Every file is written to a temporary name and renamed into place, so a killed run leaves the
 previous epoch's checkpoint intact, and ``resume=True`` continues from it with the same result
 as an uninterrupted run: shuffling and augmentation draw from a generator seeded by
 ``(seed, epoch)``, and the global torch RNG state (dropout) is restored from the checkpoint.
+
+The recipe's epoch selection and early stopping were chosen by measurement (issue 12 in the
+project's tracker; numbers in ``docs/RESULTS.md``). Under the one-cycle schedule the validation
+loss of a model trained on obfuscated arrays is erratic while the learning rate is high (on brain
+MRI: 0.97, 6.3, 2.4, 1.6, 3.3, 1.7 over six epochs while training accuracy rose to 0.86), so
+stopping on the loss with a fixed patience kept a first-epoch model. Two rules fix it:
+
+- the selected epoch (``best.pt``) is the one with the highest validation *accuracy* (ties go
+  to the lower loss), which a single over-confident batch cannot swing the way it swings the
+  loss (``selection="val_loss"`` restores the old rule);
+- epochs up to the learning-rate peak (the one-cycle warm-up) never count against ``patience``:
+  a model cannot be judged before it has been trained at the full rate.
 """
 
 from __future__ import annotations
@@ -51,6 +63,7 @@ from medveil.training.data import (
     plan_splits,
 )
 from medveil.training.models import create_model, get_spec
+from medveil.training.stems import STEMS, default_stem
 
 __all__ = ["EpochStats", "ProgressEvent", "TrainConfig", "TrainResult", "train"]
 
@@ -83,7 +96,15 @@ class TrainConfig:
     device : str
         ``cpu``, ``cuda`` or ``auto``.
     patience : int or None
-        Stop after this many epochs without a lower validation loss; ``None`` never stops early.
+        Stop after this many epochs without a better validation score (see ``selection``),
+        counted only after the learning-rate peak; ``None`` never stops early.
+    selection : {"val_acc", "val_loss"}
+        Which epoch ``best.pt`` keeps: the highest validation accuracy (ties: lower loss), or the
+        lowest validation loss.
+    stem : str or None
+        The model's input stem (:mod:`medveil.training.stems`): ``linear`` (learned, started
+        as a resize) or ``resize``; ``None`` picks ``linear`` for obfuscated data and ``resize``
+        for plaintext.
     val_fraction : float
         Stratified fraction of the training data held out for validation (when the data has no
         ``val`` split of its own).
@@ -119,6 +140,8 @@ class TrainConfig:
     num_workers: int = 0
     augment: str = "none"
     normalisation: Literal["dataset", "model"] = "dataset"
+    selection: Literal["val_acc", "val_loss"] = "val_acc"
+    stem: str | None = None
 
     def __post_init__(self) -> None:
         get_spec(self.model)
@@ -134,6 +157,10 @@ class TrainConfig:
             raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}")
         if self.normalisation not in ("dataset", "model"):
             raise ValueError("normalisation must be 'dataset' or 'model'")
+        if self.selection not in ("val_acc", "val_loss"):
+            raise ValueError(f"selection must be 'val_acc' or 'val_loss', got {self.selection!r}")
+        if self.stem is not None and self.stem not in STEMS:
+            raise ValueError(f"stem must be one of {', '.join(STEMS)}, got {self.stem!r}")
         if self.weights is not None:
             object.__setattr__(self, "weights", Path(self.weights))
 
@@ -145,7 +172,11 @@ class TrainConfig:
                 "normalisation='model' applies to plaintext images in [0, 1]; obfuscated data "
                 "is standardised on its training split (normalisation='dataset')"
             )
-        return replace(self, input_size=self.input_size or spec.input_size)
+        return replace(
+            self,
+            input_size=self.input_size or spec.input_size,
+            stem=self.stem or default_stem(data.kind),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -273,7 +304,7 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 def _run_info(
     config: TrainConfig, data: DataSource, standardisation: Standardisation, plan: SplitPlan,
-    device: torch.device,
+    device: torch.device, in_shape: tuple[int, int],
 ) -> dict[str, Any]:
     return {
         "format": RUN_FORMAT,
@@ -281,6 +312,8 @@ def _run_info(
         "medveil_version": medveil.__version__,
         "model": config.model,
         "input_size": config.input_size,
+        "stem": config.stem,
+        "in_shape": list(in_shape),
         "classes": list(data.classes),
         "data": {"kind": data.kind, "identity": data.identity, **data.provenance},
         "standardisation": asdict(standardisation),
@@ -328,19 +361,31 @@ class _LoopState:
 
     history: list[EpochStats] = field(default_factory=list)
     best_loss: float = math.inf
+    best_acc: float = -math.inf
     best_epoch: int = 0
     bad_epochs: int = 0
     stopped: bool = False
     earlier_wall_s: float = 0.0  # wall time of the interrupted run(s) this one continues
     wall_time_s: float = 0.0
 
-    def record(self, stats: EpochStats, *, patience: int | None) -> bool:
-        """Add a finished epoch; True when it has the lowest validation loss so far."""
+    def record(
+        self, stats: EpochStats, *, patience: int | None, selection: str, counts: bool
+    ) -> bool:
+        """Add a finished epoch; True when it is the best so far by ``selection``.
+
+        ``counts`` is False for epochs that may not count against ``patience`` (the warm-up).
+        """
         self.history.append(stats)
-        improved = stats.val_loss < self.best_loss
-        if improved:
-            self.best_loss, self.best_epoch, self.bad_epochs = stats.val_loss, stats.epoch, 0
+        if selection == "val_loss":
+            improved = stats.val_loss < self.best_loss
         else:
+            improved = stats.val_acc > self.best_acc or (
+                stats.val_acc == self.best_acc and stats.val_loss < self.best_loss
+            )
+        if improved:
+            self.best_loss, self.best_acc = stats.val_loss, stats.val_acc
+            self.best_epoch, self.bad_epochs = stats.epoch, 0
+        elif counts:
             self.bad_epochs += 1
         self.stopped = patience is not None and self.bad_epochs >= patience
         return improved
@@ -348,7 +393,7 @@ class _LoopState:
     def to_checkpoint(self) -> dict[str, Any]:
         return {
             "history": [asdict(h) for h in self.history], "best_val_loss": self.best_loss,
-            "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+            "best_val_acc": self.best_acc, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
             "stopped": self.stopped, "wall_time_s": self.wall_time_s,
         }
 
@@ -356,7 +401,8 @@ class _LoopState:
     def from_checkpoint(cls, checkpoint: dict[str, Any]) -> _LoopState:
         return cls(
             history=[EpochStats(**row) for row in checkpoint["history"]],
-            best_loss=checkpoint["best_val_loss"], best_epoch=checkpoint["best_epoch"],
+            best_loss=checkpoint["best_val_loss"],
+            best_acc=checkpoint.get("best_val_acc", -math.inf), best_epoch=checkpoint["best_epoch"],
             bad_epochs=checkpoint["bad_epochs"], stopped=checkpoint["stopped"],
             earlier_wall_s=checkpoint["wall_time_s"],
         )
@@ -378,12 +424,22 @@ class _Clock:
         return rate * max(self.pending - self.done, 0)
 
 
+WARMUP_FRACTION = 0.3  # of the one-cycle schedule's steps, up to the learning-rate peak
+
+
+def warmup_epochs(config: TrainConfig) -> int:
+    """Epochs that end at or before the learning-rate peak (they never count against patience)."""
+    if config.schedule != "onecycle":
+        return 0
+    return math.ceil(WARMUP_FRACTION * config.epochs)
+
+
 def _make_scheduler(
     optimizer: torch.optim.Optimizer, config: TrainConfig, *, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=0.3
+            optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=WARMUP_FRACTION
         )
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
 
@@ -418,6 +474,19 @@ def _train_epoch(
         count += len(y)
         on_step(step, total_loss / count, correct / count)
     return total_loss / count, correct / count
+
+
+def _array_shape(source: DataSource, *, size: int) -> tuple[int, int]:
+    """The ``(n, m)`` shape of the source's arrays: a store's, or ``size`` for plaintext images
+    (loaded at the model's input size)."""
+    if source.kind == "obfuscated" and source.provenance.get("shape"):
+        n, m = source.provenance["shape"]
+        return int(n), int(m)
+    table = next(iter(source.tables.values()))
+    if len(table.labels):
+        first = table.arrays(np.arange(1))
+        return int(first.shape[1]), int(first.shape[2])
+    return size, size
 
 
 def train(
@@ -482,16 +551,16 @@ def train(
         )
 
     train_table, train_idx = plan.parts["train"]
+    in_shape = _array_shape(source, size=config.input_size)
     if config.normalisation == "model":
         standardisation = Standardisation(mean=spec.mean, std=spec.std)
     else:
+        # The stem reads the arrays at their own shape, so they are standardised as they are.
         standardisation = Standardisation.fit(
-            source.tables[train_table], train_idx, size=config.input_size, seed=config.seed
+            source.tables[train_table], train_idx, size=None, seed=config.seed
         )
     sets = {
-        role: ExampleSet(
-            source.tables[table], idx, size=config.input_size, standardisation=standardisation
-        )
+        role: ExampleSet(source.tables[table], idx, size=None, standardisation=standardisation)
         for role, (table, idx) in plan.parts.items()
     }
     train_set = sets["train"]
@@ -499,7 +568,7 @@ def train(
         raise ValueError("the training split needs at least 2 examples")
     drop_last = len(train_set) > config.batch_size  # a batch of one would break batch norm
     steps = len(train_set) // config.batch_size if drop_last else 1
-    info = _run_info(config, source, standardisation, plan, device)
+    info = _run_info(config, source, standardisation, plan, device, in_shape)
 
     if checkpoint is None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -512,7 +581,7 @@ def train(
         torch.manual_seed(config.seed)
         model = create_model(
             config.model, num_classes=len(source.classes), input_size=config.input_size,
-            weights=config.weights,
+            weights=config.weights, stem=config.stem, in_shape=in_shape,
         ).to(device)
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -559,7 +628,10 @@ def train(
                 val_acc=val_acc, lr=optimizer.param_groups[0]["lr"],
                 seconds=time.perf_counter() - epoch_start,
             )
-            if state.record(stats, patience=config.patience):
+            if state.record(
+                stats, patience=config.patience, selection=config.selection,
+                counts=epoch > warmup_epochs(config),
+            ):
                 _atomic_torch_save(
                     run_dir / "best.pt",
                     {"model": model.state_dict(), "epoch": epoch, "val_loss": val_loss,
