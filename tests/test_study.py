@@ -248,3 +248,26 @@ def test_keys_inside_the_run_or_a_missing_key_are_refused(study, tmp_path: Path)
     (run_dir / "steps.json").write_text(json.dumps(steps))
     with pytest.raises(StudyError, match="key of this study is missing"):
         run_study(config, run_dir=run_dir, keys_dir=tmp_path / "empty-keys")
+
+
+def test_utility_rows_are_the_accuracy_of_each_run_on_its_test_split(study) -> None:
+    # Recomputed here from each run's best weights and its held-out test indices, so a row
+    # that pointed at the wrong run, split or scheme would not match.
+    import numpy as np
+
+    from medveil.training import load_run
+    from medveil.training.data import open_data
+
+    run_dir, _, _ = study
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    data = {"plaintext": next((run_dir / "data").iterdir())}
+    data.update({s: run_dir / "stores" / s for s in ("svd", "multistage")})
+    for row in metrics["utility"]:
+        folder = run_dir / "train" / row["scheme"] / row["model"]
+        trained = load_run(folder)
+        source = open_data(data[row["scheme"]], image_size=trained.input_size)
+        split = json.loads((folder / "splits.json").read_text())["test"]
+        table, indices = source.tables[split["table"]], np.asarray(split["indices"])
+        guessed = trained.probabilities(table.arrays(indices)).argmax(axis=1)
+        assert row["test_images"] == len(indices)
+        assert row["accuracy"] == pytest.approx(np.mean(guessed == table.labels[indices]))
