@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
-# Curated mutation check (docs/TESTING.md): slow (about 10 minutes on 2 cores), not run in CI.
+# Curated mutation check (docs/TESTING.md): slow (about 6 minutes on 2 cores), not run in CI.
 mutate: $(STAMP)
 	nice -n 10 $(VENV)/bin/python scripts/mutate.py
 

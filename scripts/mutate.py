@@ -19,7 +19,7 @@ First the selected test files run once on the unmutated copy; the check stops if
 
 Usage::
 
-    python scripts/mutate.py                 # every mutation (about 10-20 minutes on 2 cores)
+    python scripts/mutate.py                 # every mutation (about 6 minutes on 2 cores)
     python scripts/mutate.py --list          # the list, nothing run
     python scripts/mutate.py --only obf-skip-quantization stages-floor
     python scripts/mutate.py --timeout 600 --keep
