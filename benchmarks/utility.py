@@ -19,8 +19,9 @@ After every epoch the run's current weights are scored on the test split (never 
 choice): the table reports the selected epoch's test accuracy (what the run returns), and how far
 it ends below the run's best epoch on test (the recipe's "regret").
 
-Prints a Markdown table of mean ± sd over keys (also ``utility-<dataset>.md`` and the per-run
-``utility-<dataset>-runs.csv`` in ``--out``).
+Prints a Markdown table of mean ± sd over keys (also ``utility-<dataset>-stems-<stems>.md`` and
+the per-run ``utility-<dataset>-stems-<stems>-runs.csv`` in ``--out``). Stores and finished runs
+are reused, so an interrupted benchmark resumes.
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ def main() -> None:
         flush=True,
     )
     rows: list[dict] = []
-    runs_csv = args.out / f"utility-{name}-runs.csv"
+    tag = f"{name}-stems-{args.stems.replace(',', '+')}"
+    runs_csv = args.out / f"utility-{tag}-runs.csv"
     # Keys outermost: an interrupted benchmark has every scheme at its first keys.
     for rep in range(args.keys):
         for scheme in args.schemes.split(","):
@@ -248,7 +250,7 @@ def main() -> None:
         for r in summary.itertuples()
     ]
     text = header + "\n".join(lines) + "\n"
-    (args.out / f"utility-{name}.md").write_text(text)
+    (args.out / f"utility-{tag}.md").write_text(text)
     print(text)
 
 
