@@ -177,6 +177,10 @@ def test_report_tables_match_the_metrics(study) -> None:
     for row in metrics["utility"]:
         assert f"{row['accuracy']:.3f}" in detail
         assert f"{row['macro_f1']:.3f}" in detail
+        # The stem each run read its arrays through: learned on obfuscated data, a resize on
+        # plaintext.
+        assert row["stem"] == ("resize" if row["scheme"] == "plaintext" else "linear")
+        assert f'<td class="l">{row["stem"]}</td>' in detail
     for preset in ("svd", "multistage"):
         table = _section(text, f"privacy-{preset}")
         rows = [r for r in metrics["privacy"] if r["preset"] == preset]

@@ -162,7 +162,8 @@ def _utility_section(run_dir: Path, metrics: dict[str, Any]) -> str:
         summary_rows.append(cells)
     header = ["model"] + [f"{s} {m}" for s in schemes for m in ("accuracy", "macro-F1")]
     detail = [
-        (_e(r["scheme"]), _e(r["model"]), _e(r["input_size"]), _e(r["epochs"]),
+        (_e(r["scheme"]), _e(r["model"]), _e(r.get("stem") or "resize"), _e(r["input_size"]),
+         _e(r["epochs"]),
          _e(r["test_images"]), _num(r["accuracy"]), _num(r["macro_f1"]), _num(r["macro_auc"]),
          _num(r["train_seconds"], 0))
         for r in utility
@@ -172,11 +173,15 @@ def _utility_section(run_dir: Path, metrics: dict[str, Any]) -> str:
         '<section id="utility"><h2>Utility: classifiers trained on obfuscated images</h2>',
         f'<p class="note">Same split, same seed and same budget for every scheme: up to '
         f"{_e(config['epochs'])} epochs, batch {_e(config['batch_size'])}, AdamW one-cycle lr "
-        f"{_e(config['lr'])}. Scores on the held-out test split.</p>",
+        f"{_e(config['lr'])}; the selected epoch is the one with the best validation accuracy. "
+        "On obfuscated arrays the model reads the array through a learned two-sided linear stem "
+        "(<code>linear</code>: L·Y·R, started as a resize, able to absorb the key's projection); "
+        "on plaintext through a fixed resize. Scores on the held-out test split.</p>",
         _table(header, summary_rows, table_id="utility-table"),
         "<h3>Details</h3>",
-        _table(("scheme", "model", "input", "epochs", "test images", "accuracy", "macro-F1",
-                "macro ROC-AUC", "train s"), detail, left=2, table_id="utility-detail"),
+        _table(("scheme", "model", "stem", "input", "epochs", "test images", "accuracy",
+                "macro-F1", "macro ROC-AUC", "train s"), detail, left=3,
+               table_id="utility-detail"),
     ]
     sweep = metrics["sweep"]
     if sweep:

@@ -456,6 +456,7 @@ def _utility_rows(run_dir: Path, config: dict[str, Any]) -> list[dict[str, Any]]
                 "scheme": scheme,
                 "model": model,
                 "input_size": trained["input_size"],
+                "stem": trained.get("stem"),
                 "epochs": trained.get("epochs_run"),
                 "best_epoch": trained.get("best_epoch"),
                 "test_images": scores["count"],
