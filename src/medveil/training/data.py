@@ -3,9 +3,11 @@
 A :class:`DataSource` holds tables of 2-D arrays by split (``train``/``val``/``test`` from the
 dataset's own folders, or a single ``all``), with labels, class names, a content hash and, for
 obfuscated data, the public provenance of the key (fingerprint, preset, parameters).
-:func:`plan_splits` turns it into seeded, stratified train/val/test indices, and
-:class:`ExampleSet` serves model inputs: each array resized (antialiased bilinear) to the model's
-input size and standardised with constants fitted on the training split only.
+:func:`plan_splits` turns it into seeded, stratified train/val/test indices (whole groups, when
+the source carries group labels), and :class:`ExampleSet` serves model inputs standardised with
+constants fitted on the training split only: at the arrays' own shape for a model with an input
+stem (:mod:`medveil.training.stems`, which then maps them to the model's input), or resized
+(antialiased bilinear) to the model's input size.
 
 Augmentation (:func:`augment_batch`) is off by default. Flips and shifts are symmetries of
 natural images, but an obfuscated array's rows and columns are mixed by keyed projections (or
