@@ -6,8 +6,9 @@ slice goes through the same steps:
 1. decode at full depth (16-bit PNG/TIFF, DICOM and NIfTI values are never squeezed into 8 bits);
    DICOM through its modality LUT (rescale slope/intercept) and VOI LUT / window, MONOCHROME1
    inverted; colour converted to luminance ``Y = 0.299 R + 0.587 G + 0.114 B`` (ITU-R BT.601);
-2. check: finite values, not constant, and (only when ``min_size`` is set) at least ``min_size``
-   pixels on each side;
+2. check: finite values (NaN and infinities are refused, or replaced by ``fill_nonfinite``
+   when that option is set), not constant, and (only when ``min_size`` is set) at least
+   ``min_size`` pixels on each side;
 3. bilinear resize straight to ``size x size``, antialiased when shrinking and interpolating when
    enlarging (an image smaller than ``size`` is upscaled, as torchvision, MONAI and scikit-image
    do) -- the aspect ratio is *not* kept, a non-square image is stretched;
@@ -18,6 +19,11 @@ Before anything is decoded, the size the file's header claims (width x height x 
 per pixel) is checked against ``max_bytes``, so a small file cannot make medveil allocate
 gigabytes (Pillow's decompression-bomb check is the model; Pillow's own limit applies to its
 formats as well).
+
+A 4-D NIfTI (fMRI, a time series) is refused unless ``nifti_volume`` picks one volume or asks
+for ``"all"`` of them. A DICOM's PatientID, when it has one, is returned with its slices
+(:attr:`LoadedFile.patient`) so that a caller can keep a patient's images together; it is never
+printed.
 
 Bad input of any kind raises :class:`medveil.errors.ImageLoadError` naming the file and the problem:
 broken symbolic links, link loops, folders and special files included.
@@ -31,7 +37,7 @@ import os
 import stat
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -108,6 +114,13 @@ class LoadOptions:
     nifti_axis : int
         Axis (0, 1 or 2) of a NIfTI volume, in closest-canonical RAS+ voxel order, along which it
         is sliced; 2 (default) gives axial slices.
+    nifti_volume : int, "all" or None
+        Which volume of a 4-D NIfTI (fMRI, a time series) to slice: its index along the 4th
+        axis, or ``"all"`` for the slices of every volume, volume by volume. ``None`` (default):
+        a 4th axis longer than 1 is refused, with a message naming this option.
+    fill_nonfinite : float or None
+        Replace NaN and infinite values by this number before the checks (e.g. 0 for the NaN
+        outside the field of view of a resampled volume); ``None`` (default): refuse them.
     """
 
     size: int = 224
@@ -115,6 +128,8 @@ class LoadOptions:
     nifti_axis: int = 2
     min_size: int | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
+    nifti_volume: int | str | None = None
+    fill_nonfinite: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, int):
@@ -134,6 +149,20 @@ class LoadOptions:
             raise ValueError(f"nifti_axis must be 0, 1 or 2, got {self.nifti_axis!r}")
         if self.percentile is not None:
             object.__setattr__(self, "percentile", _checked_percentile(self.percentile))
+        volume = self.nifti_volume
+        if volume is not None and volume != "all" and (
+            isinstance(volume, bool) or not isinstance(volume, int) or volume < 0
+        ):
+            raise ValueError(
+                f"nifti_volume must be a volume index (0, 1, ...), 'all' or None, got {volume!r}"
+            )
+        if self.fill_nonfinite is not None:
+            fill = self.fill_nonfinite
+            if isinstance(fill, bool) or not isinstance(fill, (int, float)) or not math.isfinite(
+                fill
+            ):
+                raise ValueError(f"fill_nonfinite must be a finite number or None, got {fill!r}")
+            object.__setattr__(self, "fill_nonfinite", float(fill))
 
 
 def _checked_percentile(value: object) -> tuple[float, float]:
@@ -160,7 +189,7 @@ def is_supported(path: str | os.PathLike[str]) -> bool:
 
 @dataclass(frozen=True)
 class LoadedFile:
-    """The slices of one file and how many of them were upscaled to the working size.
+    """The slices of one file, how many were upscaled or filled, and its patient.
 
     Attributes
     ----------
@@ -169,10 +198,17 @@ class LoadedFile:
     upscaled : int
         How many of ``slices`` came from an image smaller than the working size on at least one
         side (and were therefore enlarged, in that direction, by the resize).
+    filled : int
+        How many of ``slices`` held NaN or infinite values that ``fill_nonfinite`` replaced.
+    patient : str or None
+        The DICOM PatientID (stripped; ``None`` when absent or empty, and for other formats).
+        Identifying: callers must hash it before storing it.
     """
 
     slices: list[np.ndarray]
     upscaled: int
+    filled: int = 0
+    patient: str | None = field(default=None, repr=False)
 
 
 def load_file(
@@ -181,11 +217,13 @@ def load_file(
     """Like :func:`load_slices`, and also say how many slices were upscaled."""
     path = Path(path)
     _check_file(path)
-    slices = _decode(path, options)
-    for image in slices:
-        _check_values(path, image)
+    slices, patient = _decode(path, options)
+    filled = [False] * len(slices)
+    for i, image in enumerate(slices):
+        slices[i], filled[i] = _check_values(path, image, options.fill_nonfinite)
         _check_size(path, image.shape, options.min_size)
-    varying = [image for image in slices if not _is_constant(image)]
+    kept = [i for i, image in enumerate(slices) if not _is_constant(image)]
+    varying = [slices[i] for i in kept]
     if not varying:
         what = "the image is" if len(slices) == 1 else f"all {len(slices)} slices are"
         raise ImageLoadError(path, f"{what} constant (a single value), so it cannot be normalised")
@@ -194,7 +232,10 @@ def load_file(
     # shape says as much as the stored one about upscaling.
     upscaled = sum(1 for image in varying if min(image.shape) < n)
     return LoadedFile(
-        slices=[_resize_normalise(path, image, options) for image in varying], upscaled=upscaled
+        slices=[_resize_normalise(path, image, options) for image in varying],
+        upscaled=upscaled,
+        filled=sum(filled[i] for i in kept),
+        patient=patient,
     )
 
 
@@ -298,7 +339,8 @@ def _has_dicom_preamble(path: Path) -> bool:
         return f.read(132)[128:] == b"DICM"
 
 
-def _decode(path: Path, options: LoadOptions) -> list[np.ndarray]:
+def _decode(path: Path, options: LoadOptions) -> tuple[list[np.ndarray], str | None]:
+    """The file's slices before any check, and its patient (DICOM only)."""
     suffix = _suffix(path)
     reader: Callable[[Path, LoadOptions], list[np.ndarray]]
     if suffix in _PILLOW_SUFFIXES:
@@ -306,20 +348,35 @@ def _decode(path: Path, options: LoadOptions) -> list[np.ndarray]:
     elif suffix in _NIFTI_SUFFIXES:
         reader = _read_nifti
     elif suffix in _DICOM_SUFFIXES or _has_dicom_preamble(path):
-        reader = _read_dicom
+        return _read_dicom(path, options)
     else:
         supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
         raise ImageLoadError(
             path, f"unsupported file type {suffix or '(no suffix)'!r}; supported: {supported}"
         )
-    return reader(path, options)
+    return reader(path, options), None
 
 
-def _check_values(path: Path, image: np.ndarray) -> None:
+def _check_values(
+    path: Path, image: np.ndarray, fill: float | None
+) -> tuple[np.ndarray, bool]:
+    """The image with non-finite values filled (when asked), and whether any were."""
     if image.dtype.kind not in "biuf":
         raise ImageLoadError(path, f"unsupported pixel type {image.dtype}")
-    if image.dtype.kind == "f" and not np.isfinite(image).all():
-        raise ImageLoadError(path, "contains NaN or infinite values")
+    if image.dtype.kind != "f":
+        return image, False
+    finite = np.isfinite(image)
+    if finite.all():
+        return image, False
+    if fill is None:
+        bad = int(finite.size - np.count_nonzero(finite))
+        raise ImageLoadError(
+            path,
+            f"contains NaN or infinite values ({bad:,} of {finite.size:,} pixels of a slice); "
+            "--fill-nonfinite VALUE replaces them (e.g. 0 for the outside of a resampled "
+            "volume's field of view)",
+        )
+    return np.where(finite, image, fill), True
 
 
 def _check_size(path: Path, shape: tuple[int, ...], min_size: int | None) -> None:
@@ -474,7 +531,7 @@ def _pillow_frame(im: Image.Image, index: int) -> np.ndarray:
 # --- DICOM ----------------------------------------------------------------------------------------
 
 
-def _read_dicom(path: Path, options: LoadOptions) -> list[np.ndarray]:
+def _read_dicom(path: Path, options: LoadOptions) -> tuple[list[np.ndarray], str | None]:
     try:
         # force=True: many valid DICOM files lack the 128-byte preamble.
         ds = pydicom.dcmread(path, force=True)
@@ -489,11 +546,17 @@ def _read_dicom(path: Path, options: LoadOptions) -> list[np.ndarray]:
     except _DICOM_ERRORS as exc:
         raise ImageLoadError(path, f"cannot decode the DICOM pixel data ({exc})") from exc
     frames = int(ds.get("NumberOfFrames") or 1)
-    return list(pixels) if frames > 1 else [pixels]
+    patient = str(ds.get("PatientID", "") or "").strip() or None
+    return (list(pixels) if frames > 1 else [pixels]), patient
 
 
 def _check_dicom_bytes(path: Path, ds: pydicom.Dataset, limit: int) -> None:
     # Compressed pixel data (RLE, JPEG, ...) can expand to any size: the header says how much.
+    missing = [name for name in ("Rows", "Columns") if name not in ds]
+    if missing:
+        raise ImageLoadError(
+            path, f"DICOM file has pixel data but no {' or '.join(missing)} element in its header"
+        )
     try:
         rows, columns = int(ds.Rows), int(ds.Columns)
         frames = int(ds.get("NumberOfFrames") or 1)
@@ -551,27 +614,61 @@ def _read_nifti(path: Path, options: LoadOptions) -> list[np.ndarray]:
     try:
         image = nib.load(path)  # reads the header only; the voxels stay on disk
         _check_nifti_bytes(path, image, options.max_bytes)
-        volume = np.asanyarray(image.dataobj)  # applies scl_slope / scl_inter
+        volumes = _nifti_volumes(path, image, options.nifti_volume)
+    except ImageLoadError:
+        raise
     except ImageFileError as exc:
         raise ImageLoadError(path, "not a NIfTI file (no valid NIfTI-1 or NIfTI-2 header)") from exc
     except _NIFTI_ERRORS as exc:
         raise ImageLoadError(path, f"cannot read as NIfTI ({_reason(exc)})") from exc
-    if volume.ndim == 4 and volume.shape[3] == 1:
-        volume = volume[..., 0]
+    slices: list[np.ndarray] = []
+    for volume in volumes:
+        slices.extend(_nifti_slices(image, volume, options.nifti_axis))
+    return slices
+
+
+def _nifti_volumes(
+    path: Path, image: nib.filebasedimages.FileBasedImage, which: int | str | None
+) -> list[np.ndarray]:
+    """The 3-D (or 2-D) volumes to slice: the file's one, or those ``which`` picks of a 4-D."""
+    shape = tuple(int(d) for d in image.shape)
+    count = shape[3] if len(shape) == 4 else 1
+    if len(shape) > 4 or (len(shape) == 4 and count > 1 and which is None):
+        what = f"{len(shape)}-D NIfTI data of shape {'x'.join(str(d) for d in shape)}"
+        if len(shape) > 4:
+            raise ImageLoadError(path, f"{what} is not a 2D image, a 3D volume or a 4-D series")
+        raise ImageLoadError(
+            path,
+            f"{what} holds {count} volumes (fMRI or a time series); choose one with "
+            f"--nifti-volume INDEX (0 to {count - 1}), or take the slices of every volume with "
+            "--nifti-volume all",
+        )
+    if len(shape) < 4:
+        return [np.asanyarray(image.dataobj)]  # applies scl_slope / scl_inter
+    if which == "all":
+        data = np.asanyarray(image.dataobj)
+        return [data[..., t] for t in range(count)]
+    index = 0 if which is None else int(which)
+    if index >= count:
+        raise ImageLoadError(
+            path,
+            f"--nifti-volume {index} is out of range: the file holds {count} volume(s), "
+            f"0 to {count - 1}",
+        )
+    # Only the chosen volume is read from disk.
+    return [np.asanyarray(image.dataobj[..., index])]
+
+
+def _nifti_slices(
+    image: nib.filebasedimages.FileBasedImage, volume: np.ndarray, axis: int
+) -> list[np.ndarray]:
     if volume.ndim == 3 and 1 in volume.shape:
         volume = volume.squeeze()  # a single slice stored as a volume
     if volume.ndim == 2:
         return [volume]
-    if volume.ndim != 3:
-        raise ImageLoadError(
-            path,
-            f"NIfTI data of shape {volume.shape} is not a 2D image or a 3D volume"
-            " (a 4th dimension is accepted only with length 1)",
-        )
     # Reorient to closest-canonical RAS+ so that nifti_axis means the same anatomical axis
     # whatever the storage order of the file.
     volume = apply_orientation(volume, io_orientation(image.affine))
-    axis = options.nifti_axis
     return [np.take(volume, i, axis=axis) for i in range(volume.shape[axis])]
 
 
