@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from medveil.calibration import calibrate
 from medveil.keys import generate_key
 from medveil.layout import scan_dataset
 from medveil.loading import LoadOptions, load_slices
@@ -181,7 +182,7 @@ def main() -> None:
         "k": K,
     }
     images = load_images(args.dataset, args.images)
-    key = generate_key(preset="multistage", size=N, rank=K).calibrate(images[:256])
+    key = calibrate(generate_key(preset="multistage", size=N, rank=K), images[:256])
     obf = Obfuscator(key)
     naive = naive_loop(images[: args.naive_images], key, obf)
     report["naive_ms_per_image"] = naive * 1e3

@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 from common import SCHEMES, dataset_name
 
+from medveil.calibration import calibrate
 from medveil.keys import generate_key
 from medveil.machine import describe
 from medveil.privacy import PrivacyConfig, run_privacy, select_images
@@ -113,8 +114,8 @@ def main() -> None:
             seed=args.seed,
         )
         for scheme in args.schemes.split(","):
-            key = generate_key(size=args.size, rank=args.rank, **SCHEMES[scheme]).calibrate(
-                sets.public
+            key = calibrate(
+                generate_key(size=args.size, rank=args.rank, **SCHEMES[scheme]), sets.public
             )
             out = args.out / dataset_name(args.dataset) / scheme
             print(

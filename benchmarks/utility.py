@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 from common import SCHEMES, dataset_name
 
-from medveil.calibration import load_calibration_images
+from medveil.calibration import calibrate, load_calibration_images
 from medveil.duplicates import near_duplicate_groups
 from medveil.errors import StoreError
 from medveil.keys import generate_key
@@ -79,10 +79,11 @@ def _store(args: argparse.Namespace, scheme: str, rep: int, name: str) -> tuple[
     except StoreError:
         pass
     key = generate_key(size=args.size, rank=args.rank, **SCHEMES[scheme])
-    key = key.calibrate(
+    key = calibrate(
+        key,
         load_calibration_images(
             args.dataset, count=512, options=LoadOptions(size=args.size), seed=rep
-        )
+        ),
     )
     result = obfuscate_dataset(args.dataset, key=key, output=path, overwrite=True)
     print(f"== {scheme} key {rep}: {result.summary()}", flush=True)

@@ -24,6 +24,7 @@ from medveil.attacks import (
     ReidentificationAttack,
     ThreatModel,
 )
+from medveil.calibration import calibrate
 from medveil.keys import SchemeParams
 from medveil.metrics import ssim
 from medveil.obfuscator import Obfuscator
@@ -94,7 +95,7 @@ def test_mda_must_improve_on_its_start_where_the_start_shares_the_victims_basis(
         params = SchemeParams(
             preset="multistage", size=N, rank=RANK, bits=None, noise=0.0, right="none"
         )
-    key = pinned(params, "victims").calibrate(public)
+    key = calibrate(pinned(params, "victims"), public)
     victims = victims_of(images, key)
     if scheme == "svd":
         context = AttackContext(threat=ThreatModel.A1, params=key.params, public=public)
@@ -132,7 +133,7 @@ def test_mda_returns_its_best_iterate_so_more_steps_never_score_worse() -> None:
     # moves with X, quantization and noise leave a floor), but the best of the first s steps
     # can only improve with s, and never on the start.
     public, images = blobs(40, 1), blobs(6, 2)
-    key = pinned(SchemeParams(preset="multistage", size=N, rank=8), "victims").calibrate(public)
+    key = calibrate(pinned(SchemeParams(preset="multistage", size=N, rank=8), "victims"), public)
     context = AttackContext(threat=ThreatModel.A3, params=key.params, public=public, key=key)
     victims = victims_of(images, key)
     scores = []
@@ -157,7 +158,7 @@ def test_reid_on_multistage_matches_every_victim_when_stages_are_exact() -> None
     # standardising each feature within each set the spectra match (unstandardised: 1 of 20).
     public, images = blobs(80, 1), blobs(20, 2)
     params = SchemeParams(preset="multistage", size=N, rank=8, bits=None, noise=0.0)
-    key = pinned(params, "victims").calibrate(public)
+    key = calibrate(pinned(params, "victims"), public)
     context = AttackContext(threat=ThreatModel.A1, params=key.params, public=public)
     summary = ReidentificationAttack().run(context, victims_of(images, key)).summary()
     assert summary["chance_top1"] == pytest.approx(1 / 100)
@@ -166,7 +167,7 @@ def test_reid_on_multistage_matches_every_victim_when_stages_are_exact() -> None
 
 def test_reid_on_default_multistage_beats_chance_and_fails_on_identical_spectra() -> None:
     public, images = blobs(80, 1), blobs(20, 2)
-    key = pinned(SchemeParams(preset="multistage", size=N, rank=8), "victims").calibrate(public)
+    key = calibrate(pinned(SchemeParams(preset="multistage", size=N, rank=8), "victims"), public)
     context = AttackContext(threat=ThreatModel.A1, params=key.params, public=public)
     summary = ReidentificationAttack().run(context, victims_of(images, key)).summary()
     assert summary["top5_mean"] >= 0.25  # chance 0.05
@@ -182,7 +183,7 @@ def test_keyless_look_alikes_on_multistage_beat_the_yardstick() -> None:
     public = blobs(60, 1)
     images = public[:12] * 0.97 + 0.02  # look-alikes of public images, not copies
     params = SchemeParams(preset="multistage", size=N, rank=8, bits=None, noise=0.0)
-    key = pinned(params, "victims").calibrate(public)
+    key = calibrate(pinned(params, "victims"), public)
     victims = victims_of(images, key)
     a1 = AttackContext(threat=ThreatModel.A1, params=key.params, public=public)
     yardstick = mean_ssim(MeanImageBaseline().run(a1, victims))

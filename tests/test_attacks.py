@@ -46,6 +46,7 @@ from medveil.attacks import (
 from medveil.attacks.gram import fit_gram, sign_rule
 from medveil.attacks.kpl import leave_one_out_errors, pooled_features
 from medveil.attacks.recovery import FactorInverse, factors
+from medveil.calibration import calibrate
 from medveil.keys import Key, SchemeParams, generate_key
 from medveil.metrics import METRIC_NAMES, reconstruction_metrics, ssim
 from medveil.obfuscator import Obfuscator
@@ -122,12 +123,12 @@ def pinned(params: SchemeParams, label: str) -> Key:
 def exact_key(public: torch.Tensor, *, rank: int = N, **params: object) -> Key:
     """Multistage key weakened to be invertible: no quantization, no noise."""
     scheme = SchemeParams(preset="multistage", size=N, rank=rank, bits=None, noise=0.0, **params)
-    return pinned(scheme, "victims").calibrate(public)
+    return calibrate(pinned(scheme, "victims"), public)
 
 
 def twin(key: Key, public: torch.Tensor, label: str = "other") -> Key:
     """Another key with the same parameters (the attacker's wrong guess, or another site)."""
-    return pinned(key.params, label).calibrate(public)
+    return calibrate(pinned(key.params, label), public)
 
 
 def victims_of(images: torch.Tensor, key: Key) -> Victims:
@@ -170,7 +171,7 @@ def test_mean_image_baseline_scores_the_public_mean_and_ignores_the_output(
 def test_nearest_public_retrieves_look_alikes_by_spectrum_and_by_factor_with_the_key() -> None:
     public = blobs(60, 1)
     images = public[:12] * 0.97 + 0.02  # look-alikes of public images, not copies
-    key = pinned(SchemeParams(preset="multistage", size=N, rank=8), "victims").calibrate(public)
+    key = calibrate(pinned(SchemeParams(preset="multistage", size=N, rank=8), "victims"), public)
     victims = victims_of(images, key)
     attack = NearestPublicAttack(neighbours=(1, 5))
     a3 = AttackContext(threat=ThreatModel.A3, params=key.params, public=public, key=key)
@@ -256,7 +257,7 @@ def test_key_holder_fits_self_made_pairs_and_beats_the_exact_inverse_under_noise
 ) -> None:
     public, images = plaid_sets["pairs"], plaid_sets["victims"]
     params = SchemeParams(preset="multistage", size=N, rank=8, bits=8, noise=0.3)
-    key = pinned(params, "victims").calibrate(public)
+    key = calibrate(pinned(params, "victims"), public)
     context = AttackContext(threat=ThreatModel.A3, params=key.params, public=public, key=key)
     result = PublicBasisAttack().run(context, victims_of(images, key))
     variants = result.extra["variants"]
@@ -358,7 +359,7 @@ def test_minimum_difference_pool_reidentifies_with_key_only(
     plaid_sets: dict[str, torch.Tensor],
 ) -> None:
     public, images = plaid_sets["public"], plaid_sets["victims"]
-    key = pinned(SchemeParams(preset="multistage", size=N, rank=N), "noisy").calibrate(public)
+    key = calibrate(pinned(SchemeParams(preset="multistage", size=N, rank=N), "noisy"), public)
     victims = victims_of(images, key)
     right = MinimumDifferencePoolAttack().run(
         AttackContext(threat=ThreatModel.A3, params=key.params, public=public, key=key), victims
@@ -468,7 +469,7 @@ def _direct_pair_fit(
 def _a2_blobs(**params: str) -> tuple[Key, AttackContext]:
     public, pairs = blobs(30, 1), blobs(45, 3)
     scheme = SchemeParams(preset="multistage", size=N, rank=RANK, **params)
-    key = pinned(scheme, "chunked").calibrate(public)
+    key = calibrate(pinned(scheme, "chunked"), public)
     known = victims_of(pairs, key)
     context = AttackContext(
         threat=ThreatModel.A2,
@@ -722,7 +723,7 @@ def test_result_round_trips_through_json_and_csv(
 
 def test_run_suite_runs_every_applicable_attack() -> None:
     public, pairs, images = blobs(40, 1), blobs(40, 2), blobs(8, 3)
-    key = generate_key(preset="multistage", size=N, rank=8).calibrate(public)
+    key = calibrate(generate_key(preset="multistage", size=N, rank=8), public)
     attacks = [
         PublicBasisAttack(),
         LeadingBitAttack(),

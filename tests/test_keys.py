@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from medveil.calibration import calibrate
 from medveil.derive import keyed_gaussian, keyed_normals, keyed_orthogonal
 from medveil.errors import InvalidKeyError
 from medveil.keys import Key, SchemeParams, generate_key
@@ -28,7 +29,7 @@ def test_secret_never_in_repr_or_str():
 
 
 def test_save_load_round_trip_with_owner_only_mode(tmp_path, images32):
-    key = generate_key(size=32, rank=4).calibrate(images32)
+    key = calibrate(generate_key(size=32, rank=4), images32)
     path = key.save(tmp_path / "keys" / "site.key")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     loaded = Key.load(path)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from medveil.calibration import calibrate
 from medveil.errors import InvalidKeyError
 from medveil.keys import Key, generate_key
 from medveil.obfuscator import Obfuscator
@@ -15,7 +16,7 @@ from medveil.obfuscator import Obfuscator
 
 @pytest.fixture(scope="module")
 def key(images32):
-    return generate_key(size=32, rank=6, noise=0.05).calibrate(images32)
+    return calibrate(generate_key(size=32, rank=6, noise=0.05), images32)
 
 
 def test_output_is_standardised_on_the_calibration_set(key, images32):
@@ -89,7 +90,7 @@ def test_same_output_in_another_process(key, images32, tmp_path):
 
 
 def test_different_keys_give_unrelated_outputs(images32):
-    a = generate_key(size=32, rank=6, noise=0.0).calibrate(images32)
+    a = calibrate(generate_key(size=32, rank=6, noise=0.0), images32)
     b = Key(secret=bytes(32), params=a.params, calibration=a.calibration)
     ya, yb = Obfuscator(a)(images32), Obfuscator(b)(images32)
     assert abs(np.corrcoef(ya.ravel(), yb.ravel())[0, 1]) < 0.2

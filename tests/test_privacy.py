@@ -9,6 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import smooth_images
+from medveil.calibration import calibrate
 from medveil.cli import app
 from medveil.keys import generate_key
 from medveil.metrics import reconstruction_metrics
@@ -66,7 +67,7 @@ def test_svd_preset_is_reconstructed_and_results_are_saved(dataset, tmp_path):
 
 
 def test_attack_command(dataset, tmp_path):
-    key = generate_key(size=32, rank=6).calibrate(smooth_images(16, 32, seed=2))
+    key = calibrate(generate_key(size=32, rank=6), smooth_images(16, 32, seed=2))
     key.save(tmp_path / "keys" / "site.key")
     result = CliRunner().invoke(
         app,

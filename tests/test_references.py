@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import smooth_images
+from medveil.calibration import calibrate
 from medveil.derive import (
     DERIVATIONS,
     keyed_block_orthogonal,
@@ -134,7 +135,7 @@ def test_calibration_constants_match_their_definition(images: np.ndarray) -> Non
     params = SchemeParams(
         preset="multistage", size=N, rank=RANK, bits=BITS, noise=0.0, clip_percentile=97.0
     )
-    key = Key(secret=bytes(range(32)), params=params).calibrate(images.astype(np.float32))
+    key = calibrate(Key(secret=bytes(range(32)), params=params), images.astype(np.float32))
     cal = key.calibration
     assert cal is not None and cal.images == len(images)
     z = reference_factor(images, RANK)

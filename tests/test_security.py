@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 from conftest import smooth_images
 from medveil import atomic
+from medveil.calibration import calibrate
 from medveil.cli import app
 from medveil.errors import InvalidKeyError
 from medveil.figures import pipeline_figure, stage_figure
@@ -317,7 +318,7 @@ def test_dataloader_workers_with_a_pinned_seed_draw_different_noise():
 
 
 def test_figures_refuse_pinned_noise(images32):
-    key = generate_key(size=32, rank=4).calibrate(images32)
+    key = calibrate(generate_key(size=32, rank=4), images32)
     svd = Obfuscator(generate_key(preset="svd", size=32, rank=4))
     with pytest.raises(ValueError, match="fresh noise"):
         stage_figure(Obfuscator(key, noise_seed=0), images32[0])
@@ -421,7 +422,7 @@ def _tamper(path: Path, edit) -> Path:
     ids=["secret", "rank", "noise", "calibration"],
 )
 def test_an_altered_key_file_is_reported_as_damaged(tmp_path, images32, edit):
-    key = generate_key(size=32, rank=4).calibrate(images32)
+    key = calibrate(generate_key(size=32, rank=4), images32)
     path = _tamper(key.save(tmp_path / "site.key"), edit)
     with pytest.raises(InvalidKeyError, match=f"{path}: the key file is damaged"):
         Key.load(path)

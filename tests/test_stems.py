@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import smooth_images
+from medveil.calibration import calibrate
 from medveil.keys import generate_key
 from medveil.obfuscator import Obfuscator
 from medveil.training import DataSource, TrainConfig, load_run, train
@@ -65,7 +66,7 @@ def test_every_model_with_a_stem_runs_forward_and_backward(name, preset):
 def test_a_stem_set_to_the_exact_unmixing_turns_multistage_output_into_the_svd_factor():
     images = smooth_images(6, N, seed=4)
     multistage = generate_key(preset="multistage", size=N, rank=K, bits=None, noise=0.0)
-    multistage = multistage.calibrate(images)
+    multistage = calibrate(multistage, images)
     svd = multistage.with_params(preset="svd", left="none", right="none")
     y = Obfuscator(multistage)(images)
     z = Obfuscator(svd)(images)
@@ -109,7 +110,7 @@ def _obfuscated_source(count: int = 64) -> tuple[DataSource, object]:
     images = smooth_images(count, N, seed=7)
     labels = np.arange(count) % 2
     images[labels == 1] = np.clip(images[labels == 1] + 0.3 * (np.arange(N) % 4 < 2), 0, 1)
-    key = generate_key(preset="multistage", size=N, rank=K).calibrate(images)
+    key = calibrate(generate_key(preset="multistage", size=N, rank=K), images)
     arrays = Obfuscator(key)(images)
     source = DataSource.from_arrays(
         arrays, labels, classes=("a", "b"), kind="obfuscated",

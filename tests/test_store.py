@@ -11,6 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from conftest import smooth_images
+from medveil.calibration import calibrate
 from medveil.errors import DatasetLayoutError, ImageLoadError, StoreError
 from medveil.keys import generate_key
 from medveil.layout import scan_dataset
@@ -40,7 +41,7 @@ def write_folder(root, *, per_class=6, size=40, splits=None, seed=0):
 
 @pytest.fixture(scope="module")
 def key():
-    return generate_key(size=32, rank=6).calibrate(smooth_images(16, 32, seed=9))
+    return calibrate(generate_key(size=32, rank=6), smooth_images(16, 32, seed=9))
 
 
 def test_obfuscates_a_folder_into_a_readable_store(tmp_path, key):
@@ -167,7 +168,7 @@ def test_interrupted_run_resumes_and_a_rerun_of_a_complete_store_does_nothing(tm
 def test_changed_inputs_restart_an_incomplete_store_and_refuse_a_complete_one(tmp_path, key):
     src = write_folder(tmp_path / "data", per_class=4)
     obfuscate_dataset(src, key=key, output=tmp_path / "store", device="cpu")
-    other = generate_key(size=32, rank=6).calibrate(smooth_images(8, 32))
+    other = calibrate(generate_key(size=32, rank=6), smooth_images(8, 32))
     with pytest.raises(StoreError, match="complete store"):
         obfuscate_dataset(src, key=other, output=tmp_path / "store", device="cpu")
     result = obfuscate_dataset(
@@ -221,7 +222,7 @@ def test_replacing_a_store_deletes_only_its_own_files(tmp_path, key):
     shards_before = sorted(p.name for p in (out / "all").iterdir())
     assert "images-00002.npy" in shards_before
     (out / "all" / "notes.txt").write_text("mine")
-    other = generate_key(size=32, rank=6).calibrate(smooth_images(8, 32))
+    other = calibrate(generate_key(size=32, rank=6), smooth_images(8, 32))
     with pytest.raises(StoreError, match="all/notes.txt"):
         obfuscate_dataset(src, key=other, output=out, device="cpu")
     # Fewer, larger shards this time: the old third shard must go, the user's note must stay.
@@ -237,7 +238,7 @@ def test_an_incomplete_store_with_another_plan_keeps_foreign_files(tmp_path, key
     obfuscate_dataset(src, key=key, output=out, files_per_shard=3, device="cpu")
     (out / "manifest.json").unlink()  # as if the run had been killed before finishing
     (out / "keep.md").write_text("mine")
-    other = generate_key(size=32, rank=6).calibrate(smooth_images(8, 32))
+    other = calibrate(generate_key(size=32, rank=6), smooth_images(8, 32))
     with pytest.raises(StoreError, match="keep.md"):
         obfuscate_dataset(src, key=other, output=out, device="cpu")
     assert (out / "keep.md").read_text() == "mine"

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import smooth_images
+from medveil.calibration import calibrate
 from medveil.keys import Key, SchemeParams
 from medveil.loading import LoadOptions, load_image
 from medveil.obfuscate import obfuscate_dataset
@@ -28,7 +29,7 @@ CLASSES = ("alpha", "beta")
 def noiseless_key(label: str) -> Key:
     params = SchemeParams(preset="multistage", size=SIZE, rank=6, noise=0.0)
     key = Key(secret=hashlib.sha256(label.encode()).digest(), params=params)
-    return key.calibrate(smooth_images(16, SIZE, seed=9))
+    return calibrate(key, smooth_images(16, SIZE, seed=9))
 
 
 @pytest.fixture(scope="module")

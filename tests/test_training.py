@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from conftest import smooth_images
+from medveil.calibration import calibrate
 from medveil.keys import generate_key
 from medveil.loading import LoadOptions, load_image
 from medveil.obfuscate import obfuscate_dataset
@@ -58,7 +59,7 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def key(data):
     images, _ = data
-    return generate_key(size=SIZE, rank=8).calibrate(images[:64])
+    return calibrate(generate_key(size=SIZE, rank=8), images[:64])
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +233,7 @@ def test_predict_obfuscates_with_the_key_and_refuses_another(obfuscated_run, dat
     assert predictions.probabilities.shape == (len(held_out), 2)
     assert np.mean(predictions.labels == labels[held_out]) >= 0.75
     assert set(predictions.names) <= set(run.classes)
-    other = generate_key(size=SIZE, rank=8).calibrate(images[:64])
+    other = calibrate(generate_key(size=SIZE, rank=8), images[:64])
     with pytest.raises(ValueError, match=f"trained under key fingerprint {key.fingerprint}; "
                                          f"the key given has {other.fingerprint}"):
         predict(run_dir, images[:4], other, device="cpu")

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from medveil.errors import ImageLoadError
-from medveil.keys import Calibration
+from medveil.keys import Calibration, Key
 from medveil.layout import scan_dataset
 from medveil.loading import LoadOptions, load_slices
+from medveil.obfuscator import Obfuscator
 from medveil.stages import truncated_svd
 
-if TYPE_CHECKING:
-    from medveil.keys import Key
+__all__ = ["MAX_PERCENTILE_SAMPLES", "calibrate", "load_calibration_images"]
 
 MAX_PERCENTILE_SAMPLES = 4_000_000
 
@@ -41,20 +42,49 @@ def _as_batches(images: Any, batch_size: int) -> list[torch.Tensor]:
     return batches
 
 
-def calibrate_key(key: Key, images: Any, *, batch_size: int = 256) -> Calibration:
-    """Calibration constants for ``key`` from images in [0, 1].
+def calibrate(key: Key, images: Any, *, batch_size: int = 256) -> Key:
+    """``key`` with its quantizer range and output standardisation fixed from images in [0, 1].
 
     ``c`` is the ``clip_percentile``-th percentile of ``|Z|`` over all entries of the truncated
     factors; ``mean`` and ``std`` are those of the projected outputs (fresh noise included), so
     that the standardised output has zero mean and unit variance on the calibration set.
-    """
-    from medveil.obfuscator import Obfuscator
 
+    Parameters
+    ----------
+    key
+        The key to calibrate; it is left unchanged.
+    images
+        An array or tensor ``(B, n, n)`` or ``(B, 1, n, n)`` in [0, 1], or an iterable of such
+        batches.
+    batch_size
+        Images pushed through the transform at once.
+
+    Returns
+    -------
+    Key
+        A key with the same secret, parameters and derivation and the new
+        :class:`~medveil.keys.Calibration` (``svd`` keys get the identity constants).
+
+    Raises
+    ------
+    ValueError
+        No image, images of the wrong shape, or images whose factors are all zero.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from medveil import generate_key
+    >>> from medveil.calibration import calibrate
+    >>> images = np.random.default_rng(0).random((4, 16, 16), dtype=np.float32)
+    >>> key = calibrate(generate_key(size=16, rank=4), images)
+    >>> key.is_calibrated, key.calibration.images
+    (True, 4)
+    """
     p = key.params
     batches = _as_batches(images, batch_size)
     count = sum(len(b) for b in batches)
     if not p.needs_calibration:
-        return Calibration(clip=1.0, mean=0.0, std=1.0, images=count)
+        return replace(key, calibration=Calibration(clip=1.0, mean=0.0, std=1.0, images=count))
     magnitudes = []
     for batch in batches:
         z = truncated_svd(batch, p.rank, solver=p.solver).factor
@@ -65,11 +95,7 @@ def calibrate_key(key: Key, images: Any, *, batch_size: int = 256) -> Calibratio
     clip = float(np.percentile(pooled, p.clip_percentile))
     if not clip > 0:
         raise ValueError("calibration images give an all-zero factor; use real images")
-    provisional = type(key)(
-        secret=key.secret,
-        params=p,
-        calibration=Calibration(clip=clip, mean=0.0, std=1.0, images=count),
-    )
+    provisional = replace(key, calibration=Calibration(clip=clip, mean=0.0, std=1.0, images=count))
     obf = Obfuscator(provisional)
     total, total_sq, entries = 0.0, 0.0, 0
     for batch in batches:
@@ -79,7 +105,7 @@ def calibrate_key(key: Key, images: Any, *, batch_size: int = 256) -> Calibratio
         entries += y.numel()
     mean = total / entries
     std = max((total_sq / entries - mean * mean), 0.0) ** 0.5
-    return Calibration(clip=clip, mean=mean, std=std, images=count)
+    return replace(key, calibration=Calibration(clip=clip, mean=mean, std=std, images=count))
 
 
 def load_calibration_images(

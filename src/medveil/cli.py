@@ -155,7 +155,7 @@ def keygen(
     force: Annotated[bool, typer.Option(help="Replace an existing key file.")] = False,
 ) -> None:
     """Draw a new secret key (256 bits) and store it with its parameters, owner-only."""
-    from medveil.calibration import load_calibration_images
+    from medveil import calibration
     from medveil.keys import generate_key
     from medveil.loading import LoadOptions
 
@@ -169,11 +169,11 @@ def keygen(
             raise _fail("the multistage preset needs --calibrate DATASET_DIR")
         if calibrate is not None:
             with console.status(f"loading up to {calibration_images} calibration images"):
-                images = load_calibration_images(
+                images = calibration.load_calibration_images(
                     calibrate, count=calibration_images, options=LoadOptions(size=size)
                 )
             with console.status(f"calibrating on {len(images)} images"):
-                key.calibrate(images)
+                key = calibration.calibrate(key, images)
         path = key.save(output, overwrite=force)
     except (MedveilError, FileExistsError) as exc:
         raise _failed(exc) from None

@@ -274,17 +274,6 @@ class Key:
             self.secret, self._label("right"), p.rank, p.out_width, derivation=self.derivation
         )
 
-    def calibrate(self, images: Any, *, batch_size: int = 256) -> Key:
-        """Fix the quantizer range and output standardisation from a calibration batch.
-
-        ``images`` is an array/tensor of shape ``(B, n, n)`` or ``(B, 1, n, n)`` in [0, 1], or an
-        iterable of such batches. Returns ``self``.
-        """
-        from medveil.calibration import calibrate_key
-
-        self.calibration = calibrate_key(self, images, batch_size=batch_size)
-        return self
-
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the key to ``path`` with mode 0600, atomically and durably.
 

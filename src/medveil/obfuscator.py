@@ -72,7 +72,7 @@ class Obfuscator:
     ) -> None:
         if not key.is_calibrated:
             raise InvalidKeyError(
-                "the key is not calibrated: call key.calibrate(images) "
+                "the key is not calibrated: call medveil.calibration.calibrate(key, images) "
                 "(or `medveil keygen --calibrate DIR`) before obfuscating"
             )
         if dtype not in (torch.float32, torch.float64):

@@ -40,7 +40,7 @@ import torch
 
 import medveil
 from medveil.atomic import atomic_write_bytes, atomic_write_json
-from medveil.calibration import load_calibration_images
+from medveil.calibration import calibrate, load_calibration_images
 from medveil.errors import MedveilError
 from medveil.figures import pipeline_figure, save_figure
 from medveil.keys import Key, Preset, ensure_key_folder, ensure_not_in_output, generate_key
@@ -225,11 +225,12 @@ def _step_keys(run: _Run, say: Callable[[str], None]) -> None:
         key = generate_key(**cfg.key_params(preset))
         if key.params.needs_calibration:
             say(f"calibrating the {preset} key")
-            key.calibrate(
+            key = calibrate(
+                key,
                 load_calibration_images(
                     _training_folder(root), count=cfg.calibration_images,
                     options=LoadOptions(size=cfg.size), seed=run.config.seed,
-                )
+                ),
             )
         key.save(path)
         fingerprints[str(preset)] = key.fingerprint

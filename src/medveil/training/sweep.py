@@ -26,6 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from medveil.atomic import atomic_write_bytes
+from medveil.calibration import calibrate
 from medveil.keys import Key, Preset
 from medveil.outputs import mark_output
 from medveil.training.data import DataSource, MemoryTable, obfuscate_source, open_data, plan_splits
@@ -121,7 +122,7 @@ def sweep_rank(
     for k in ranks:
         key_k = key.with_params(rank=k)
         if key_k.params.preset is Preset.MULTISTAGE:
-            key_k.calibrate(calibration_images)
+            key_k = calibrate(key_k, calibration_images)
         obfuscated = obfuscate_source(plain, key=key_k, noise_seed=noise_seed)
         run_dir = out_dir / f"rank-{k:03d}"
         report = None if progress is None else (lambda event, k=k: progress(k, event))
