@@ -26,3 +26,7 @@ class DatasetLayoutError(MedveilError, ValueError):
 
 class StoreError(MedveilError, ValueError):
     """An obfuscated dataset store is missing, incomplete or inconsistent."""
+
+
+class StudyError(MedveilError, ValueError):
+    """The run folder or the keys folder cannot be used for this study."""

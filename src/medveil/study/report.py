@@ -1,7 +1,7 @@
 """``report.html``: a self-contained page (figures embedded) built from a run's saved metrics.
 
 Nothing is recomputed here: :func:`write_report` reads ``metrics.json`` (gathering it first
-from the steps' files with :func:`~medveil.study.run.collect_metrics`) and the PNGs the steps
+from the steps' files with :func:`~medveil.study.metrics.collect_metrics`) and the PNGs the steps
 wrote, so ``medveil report RUN_DIR`` rebuilds the page in a second.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from medveil.atomic import atomic_write_bytes
+from medveil.study.metrics import collect_metrics
 
 __all__ = ["render_report", "write_report"]
 
@@ -362,8 +363,6 @@ def render_report(run_dir: Path, metrics: dict[str, Any]) -> str:
 
 def write_report(run_dir: str | Path) -> Path:
     """Gather the run's metrics and write ``report.html`` atomically; returns its path."""
-    from medveil.study.run import collect_metrics
-
     run_dir = Path(run_dir).expanduser()
     metrics = collect_metrics(run_dir)
     path = run_dir / "report.html"

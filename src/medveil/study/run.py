@@ -23,7 +23,6 @@ Run folder::
 from __future__ import annotations
 
 import json
-import math
 import platform
 import secrets
 import shutil
@@ -35,13 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 import medveil
 from medveil.atomic import atomic_write_bytes, atomic_write_json
 from medveil.calibration import calibrate, load_calibration_images
-from medveil.errors import MedveilError
+from medveil.errors import StudyError
 from medveil.figures import pipeline_figure, save_figure
 from medveil.keys import Key, Preset, ensure_key_folder, ensure_not_in_output, generate_key
 from medveil.layout import scan_dataset
@@ -51,20 +49,14 @@ from medveil.obfuscate import obfuscate_dataset, resolve_device
 from medveil.obfuscator import Obfuscator
 from medveil.outputs import mark_output
 from medveil.privacy import PrivacyConfig, run_privacy
-from medveil.study.claims import thesis_claims
-from medveil.study.config import ConfigError, StudyConfig
+from medveil.study.config import StudyConfig
 from medveil.study.efficiency import stage_timings
+from medveil.study.metrics import PRESETS, STEPS
+from medveil.study.report import write_report
 from medveil.synthetic.write import write_dataset
 from medveil.training import TrainConfig, evaluate, sweep_rank, train
 
-__all__ = ["STEPS", "StudyError", "StudyResult", "collect_metrics", "run_study"]
-
-STEPS = ("data", "keys", "obfuscate", "pipeline", "efficiency", "train", "sweep", "privacy")
-PRESETS = (Preset.SVD, Preset.MULTISTAGE)
-
-
-class StudyError(MedveilError, ValueError):
-    """The run folder or the keys folder cannot be used for this study."""
+__all__ = ["StudyResult", "run_study"]
 
 
 @dataclass(frozen=True)
@@ -413,8 +405,6 @@ def run_study(
         ``run_dir`` holds something else, or a study with another configuration; a key of a
         resumed study is missing; ``keys_dir`` is inside an output folder.
     """
-    from medveil.study.report import write_report
-
     run_dir = Path(run_dir).expanduser()
     keys_dir = Path(keys_dir).expanduser()
     say = progress or (lambda message: None)
@@ -435,96 +425,3 @@ def run_study(
     report = write_report(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return StudyResult(run_dir=run_dir, report=report, metrics=metrics)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise StudyError(f"{path}: missing; the study did not finish this step") from None
-    except json.JSONDecodeError as exc:
-        raise StudyError(f"{path}: unreadable ({exc})") from None
-
-
-def _utility_rows(run_dir: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for scheme in ("plaintext", *(str(p) for p in PRESETS)):
-        for model in config["training"]["models"]:
-            folder = run_dir / "train" / scheme / model
-            scores = _read_json(folder / "evaluation" / "metrics.json")
-            trained = _read_json(folder / "run.json")
-            rows.append({
-                "scheme": scheme,
-                "model": model,
-                "input_size": trained["input_size"],
-                "stem": trained.get("stem"),
-                "epochs": trained.get("epochs_run"),
-                "best_epoch": trained.get("best_epoch"),
-                "test_images": scores["count"],
-                "accuracy": scores["accuracy"],
-                "macro_f1": scores["macro_f1"],
-                "macro_auc": scores["macro_roc_auc"],
-                "train_seconds": trained.get("wall_time_s"),
-            })
-    return rows
-
-
-def _privacy_rows(run_dir: Path) -> list[dict[str, Any]]:
-    rows = []
-    for preset in PRESETS:
-        summary = _read_json(run_dir / "privacy" / str(preset) / "summary.json")
-        for row in summary["summary"]:
-            rows.append({"preset": str(preset), **row})
-    return rows
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities (a metric with no value) become ``None``: strict JSON has neither."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def collect_metrics(run_dir: str | Path) -> dict[str, Any]:
-    """Gather every step's saved numbers into ``metrics.json`` and ``metrics/*.csv``.
-
-    Reads only what the steps saved, so it can be rerun (by ``medveil report``) at no cost.
-    """
-    import yaml
-
-    run_dir = Path(run_dir).expanduser()
-    if not (run_dir / "study.json").is_file():
-        raise StudyError(f"{run_dir}: not a medveil study folder (no study.json)")
-    try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{run_dir / 'config.yaml'}: unreadable ({exc})") from None
-    info = _read_json(run_dir / "study.json")
-    steps = _read_json(run_dir / "steps.json") if (run_dir / "steps.json").is_file() else {}
-    sweep_csv = run_dir / "sweep" / "accuracy_vs_rank.csv"
-    metrics: dict[str, Any] = {
-        "study": info,
-        "config": config,
-        "steps": [{"step": name, "seconds": steps[name]} for name in STEPS if name in steps],
-        "obfuscation": _read_json(run_dir / "metrics" / "obfuscation.json"),
-        "efficiency": _read_json(run_dir / "metrics" / "stage_timings.json"),
-        "utility": _utility_rows(run_dir, config),
-        "sweep": pd.read_csv(sweep_csv).to_dict(orient="records") if sweep_csv.is_file() else [],
-        "privacy": _privacy_rows(run_dir),
-        "key_params": {
-            str(p): _read_json(run_dir / "privacy" / str(p) / "summary.json")["info"]["params"]
-            for p in PRESETS
-        },
-    }
-    metrics["claims"] = thesis_claims(metrics)
-    metrics = _finite(metrics)
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    for table in ("utility", "sweep", "privacy", "efficiency", "claims", "steps"):
-        frame = pd.DataFrame(metrics[table])
-        atomic_write_bytes(run_dir / "metrics" / f"{table}.csv", frame.to_csv(index=False).encode())
-    return metrics
-
