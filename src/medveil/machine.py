@@ -1,4 +1,4 @@
-"""A one-line description of the machine a run or benchmark ran on (for reports)."""
+"""The machine: the device a computation runs on, and a one-line description for reports."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import platform
 from pathlib import Path
 
 import torch
+
+__all__ = ["describe", "resolve_device"]
 
 
 def describe() -> str:
@@ -21,3 +23,28 @@ def describe() -> str:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{os.cpu_count()} cores ({cpu}), {gpu}, torch {torch.__version__}"
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device for ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``) or ``"auto"``.
+
+    ``"auto"`` is CUDA where a CUDA device is available and the CPU otherwise.
+
+    Raises
+    ------
+    ValueError
+        An unknown device name, or ``"cuda"`` without a CUDA device.
+
+    Examples
+    --------
+    >>> from medveil.machine import resolve_device
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but no CUDA device is available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    return torch.device(device)

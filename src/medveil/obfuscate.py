@@ -26,6 +26,7 @@ from medveil.errors import ImageLoadError, StoreError
 from medveil.keys import Key
 from medveil.layout import DatasetIndex, Item, display_path, is_valid_utf8, path_bytes, scan_dataset
 from medveil.loading import LoadedFile, LoadOptions, load_file
+from medveil.machine import resolve_device
 from medveil.obfuscator import Obfuscator
 from medveil.store import STORE_FORMAT, STORE_VERSION, ShardRecord, StoreWriter
 
@@ -90,16 +91,6 @@ class ObfuscationResult:
         if self.skipped:
             text += f", {len(self.skipped)} bad file(s) skipped, listed in {self.skipped_report}"
         return text
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but no CUDA device is available")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
-    return torch.device(device)
 
 
 def _plan(

@@ -46,7 +46,7 @@ from medveil.errors import ImageLoadError
 from medveil.keys import Key
 from medveil.layout import scan_dataset
 from medveil.loading import LoadOptions, load_image
-from medveil.obfuscate import resolve_device
+from medveil.machine import resolve_device
 from medveil.obfuscator import Obfuscator
 from medveil.outputs import mark_output
 

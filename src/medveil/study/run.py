@@ -44,8 +44,8 @@ from medveil.figures import pipeline_figure, save_figure
 from medveil.keys import Key, Preset, ensure_key_folder, ensure_not_in_output, generate_key
 from medveil.layout import scan_dataset
 from medveil.loading import LoadOptions, load_image
-from medveil.machine import describe
-from medveil.obfuscate import obfuscate_dataset, resolve_device
+from medveil.machine import describe, resolve_device
+from medveil.obfuscate import obfuscate_dataset
 from medveil.obfuscator import Obfuscator
 from medveil.outputs import mark_output
 from medveil.privacy import PrivacyConfig, run_privacy

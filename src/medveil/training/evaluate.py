@@ -32,7 +32,7 @@ from torchmetrics.functional.classification import (
 
 from medveil.atomic import atomic_write_bytes, atomic_write_json
 from medveil.keys import Key
-from medveil.obfuscate import resolve_device
+from medveil.machine import resolve_device
 from medveil.obfuscator import Obfuscator
 from medveil.outputs import mark_output
 from medveil.training.data import (

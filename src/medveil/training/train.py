@@ -49,8 +49,7 @@ from torch.utils.data import DataLoader
 
 import medveil
 from medveil.atomic import atomic_write_bytes, atomic_write_json
-from medveil.machine import describe
-from medveil.obfuscate import resolve_device
+from medveil.machine import describe, resolve_device
 from medveil.outputs import mark_output
 from medveil.training.data import (
     AUGMENTATIONS,
