@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from medveil.errors import ConfigError
+
 __all__ = ["describe", "resolve_device"]
 
 
@@ -32,7 +34,7 @@ def resolve_device(device: str) -> torch.device:
 
     Raises
     ------
-    ValueError
+    ConfigError
         An unknown device name, or ``"cuda"`` without a CUDA device.
 
     Examples
@@ -44,7 +46,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but no CUDA device is available")
+        raise ConfigError("device 'cuda' was requested but no CUDA device is available")
     if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+        raise ConfigError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
     return torch.device(device)

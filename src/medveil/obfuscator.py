@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medveil.errors import InvalidKeyError
+from medveil.errors import ConfigError, InvalidKeyError
 from medveil.keys import Key, Preset
 from medveil.stages import (
     NoiseSource,
@@ -76,7 +76,7 @@ class Obfuscator:
                 "(or `medveil keygen --calibrate DIR`) before obfuscating"
             )
         if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+            raise ConfigError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         self.key = key
         self.params = key.params
         self.dtype = dtype

@@ -42,7 +42,7 @@ from medveil.attacks import (
     ThreatModel,
     Victims,
 )
-from medveil.errors import ImageLoadError
+from medveil.errors import ConfigError, ImageLoadError
 from medveil.keys import Key
 from medveil.layout import scan_dataset
 from medveil.loading import LoadOptions, load_image
@@ -104,15 +104,15 @@ class PrivacyConfig:
 
     def __post_init__(self) -> None:
         if self.victims < 1 or self.public < 1 or any(p < 1 for p in self.pairs):
-            raise ValueError("victims, public and every pairs count must be positive")
+            raise ConfigError("victims, public and every pairs count must be positive")
         for threat in self.threats:
             if threat not in ("A1", "A2", "A3"):
-                raise ValueError(f"threats: unknown threat model {threat!r} (A1, A2, A3)")
+                raise ConfigError(f"threats: unknown threat model {threat!r} (A1, A2, A3)")
         unknown = [a for a in self.attacks if a != "all" and a not in ATTACK_NAMES]
         if unknown:
-            raise ValueError(f"attacks: unknown {unknown}; choose from {', '.join(ATTACK_NAMES)}")
+            raise ConfigError(f"attacks: unknown {unknown}; choose from {', '.join(ATTACK_NAMES)}")
         if self.decoder_steps < 1 or self.decoder_seconds <= 0 or self.mda_steps < 1:
-            raise ValueError("decoder_steps, decoder_seconds and mda_steps must be positive")
+            raise ConfigError("decoder_steps, decoder_seconds and mda_steps must be positive")
 
     def build_attacks(self, progress: Callable[[str], None] | None = None) -> list[Attack]:
         def decoder_progress(step: int, total: int, loss: float) -> None:
@@ -219,7 +219,7 @@ def select_images(
     else:
         pub, pub_ids, bad3, _ = _load_many(index.root, rest, size, public, seen)
     if len(vic) < victims or len(pr) < pairs or len(pub) < public:
-        raise ValueError(
+        raise ConfigError(
             f"{index.root}: not enough images for {victims} victims, {pairs} pairs and "
             f"{public} public images (got {len(vic)}, {len(pr)}, {len(pub)}); "
             "lower the counts or give a separate public dataset"

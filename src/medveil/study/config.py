@@ -17,7 +17,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from medveil.errors import MedveilError
+from medveil.errors import ConfigError
 from medveil.keys import LeftProjection, Preset, RightProjection
 from medveil.privacy import ATTACK_NAMES
 from medveil.synthetic import DATASETS
@@ -35,10 +35,6 @@ __all__ = [
     "TrainingStudyConfig",
     "load_config",
 ]
-
-
-class ConfigError(MedveilError, ValueError):
-    """A study configuration value is missing, unknown or out of range; names the field."""
 
 
 class _Invalid(Exception):
