@@ -6,6 +6,8 @@ from pathlib import Path
 
 import matplotlib
 
+__all__ = ["pipeline_figure", "save_figure", "stage_figure"]
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402

@@ -16,6 +16,17 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
+__all__ = [
+    "DATA_RANGE",
+    "METRIC_NAMES",
+    "SSIM_KERNEL",
+    "SSIM_SIGMA",
+    "mse",
+    "psnr",
+    "reconstruction_metrics",
+    "ssim",
+]
+
 DATA_RANGE = 1.0
 SSIM_KERNEL = 11
 SSIM_SIGMA = 1.5

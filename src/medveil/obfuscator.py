@@ -21,6 +21,8 @@ from medveil.stages import (
     truncated_svd,
 )
 
+__all__ = ["Obfuscator", "StageOutputs"]
+
 
 @dataclass(frozen=True)
 class StageOutputs:

@@ -50,6 +50,16 @@ from medveil.machine import resolve_device
 from medveil.obfuscator import Obfuscator
 from medveil.outputs import mark_output
 
+__all__ = [
+    "ATTACK_NAMES",
+    "ImageSets",
+    "PrivacyConfig",
+    "PrivacyReport",
+    "run_privacy",
+    "save_report",
+    "select_images",
+]
+
 ATTACK_NAMES = (
     "mean_image",
     "nearest_public",

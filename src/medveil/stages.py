@@ -16,6 +16,18 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
+__all__ = [
+    "NoiseSource",
+    "Solver",
+    "Truncation",
+    "add_noise",
+    "block_width",
+    "dequantize",
+    "project",
+    "quantize",
+    "truncated_svd",
+]
+
 # Fixed start block of the subspace iteration: the same for every image and every run, so the
 # truncation is a deterministic function of the image alone (whatever the batch it is in).
 _SUBSPACE_SEED = 20250901

@@ -29,6 +29,27 @@ from medveil.keys import Key, SchemeParams
 from medveil.metrics import METRIC_NAMES, reconstruction_metrics
 from medveil.obfuscator import Obfuscator
 
+__all__ = [
+    "Attack",
+    "AttackContext",
+    "AttackResult",
+    "DisjointnessError",
+    "MatchingAttack",
+    "NotApplicableError",
+    "Pool",
+    "RESULT_FORMAT",
+    "RESULT_VERSION",
+    "ReconstructionAttack",
+    "Reconstructor",
+    "SCORE_PIXELS",
+    "ThreatModel",
+    "Victims",
+    "check_disjoint",
+    "content_ids",
+    "make_pool",
+    "score_reconstructions",
+]
+
 RESULT_FORMAT = "medveil-attack-result"
 RESULT_VERSION = 1
 

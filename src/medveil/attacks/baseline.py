@@ -9,6 +9,8 @@ import torch
 
 from medveil.attacks.base import AttackContext, ReconstructionAttack, Reconstructor, ThreatModel
 
+__all__ = ["MeanImageBaseline"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class MeanImageBaseline(ReconstructionAttack):

@@ -22,6 +22,15 @@ from medveil.attacks.base import (
 from medveil.attacks.recovery import factors, public_basis
 from medveil.keys import LeftProjection, Preset, RightProjection
 
+__all__ = [
+    "CovarianceAttack",
+    "GramAttack",
+    "fit_gram",
+    "offset_by_orthogonality",
+    "offset_by_rank",
+    "sign_rule",
+]
+
 
 def sign_rule(z: torch.Tensor) -> torch.Tensor:
     """Flip each column so that its largest-magnitude entry is positive (the scheme's rule)."""

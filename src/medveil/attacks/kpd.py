@@ -14,6 +14,8 @@ from torch import nn
 
 from medveil.attacks.base import AttackContext, ReconstructionAttack, Reconstructor, ThreatModel
 
+__all__ = ["BilinearUNet", "KnownPlaintextDecoderAttack"]
+
 #: ``progress(step, max_steps, loss)`` is called every ``progress_every`` steps and at the end.
 Progress = Callable[[int, int, float], None]
 

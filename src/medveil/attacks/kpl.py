@@ -11,6 +11,8 @@ import torch.nn.functional as F
 
 from medveil.attacks.base import AttackContext, ReconstructionAttack, Reconstructor, ThreatModel
 
+__all__ = ["KnownPlaintextLinearAttack", "leave_one_out_errors", "pooled_features"]
+
 
 def pooled_features(y: torch.Tensor, size: int) -> torch.Tensor:
     """``(B, n, m)`` to ``(B, p)``: average-pooled to at most ``size x size``, flattened."""

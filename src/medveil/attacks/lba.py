@@ -17,6 +17,8 @@ from medveil.attacks.recovery import (
 from medveil.keys import Preset
 from medveil.stages import dequantize, quantize
 
+__all__ = ["LeadingBitAttack", "leading_bits"]
+
 
 def leading_bits(codes: torch.Tensor, *, bits: int, keep: int) -> torch.Tensor:
     """Keep the ``keep`` most significant of ``bits`` bits of each code.

@@ -21,6 +21,13 @@ from medveil.attacks.recovery import batched
 from medveil.keys import Preset
 from medveil.stages import dequantize, project, quantize
 
+__all__ = [
+    "MinimumDifferenceAttack",
+    "MinimumDifferencePoolAttack",
+    "NoiselessObfuscation",
+    "total_variation",
+]
+
 
 class NoiselessObfuscation:
     """``Obf_K(X; noise off)`` as a differentiable torch function of ``X``.

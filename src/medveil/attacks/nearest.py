@@ -20,6 +20,8 @@ from medveil.attacks.recovery import factor_inverse, factors
 from medveil.attacks.reid import observed_spectra, output_offset, plain_spectra, standardise
 from medveil.keys import Preset
 
+__all__ = ["NearestPublicAttack"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class NearestPublicAttack(ReconstructionAttack):

@@ -12,6 +12,8 @@ from medveil.attacks.base import AttackContext, ReconstructionAttack, Reconstruc
 from medveil.attacks.recovery import factor_inverse, public_basis, self_made_pairs
 from medveil.keys import Preset
 
+__all__ = ["PublicBasisAttack"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class PublicBasisAttack(ReconstructionAttack):

@@ -13,6 +13,16 @@ from medveil.attacks.base import AttackContext, NotApplicableError
 from medveil.keys import Key, LeftProjection, Preset, RightProjection, SchemeParams
 from medveil.stages import truncated_svd
 
+__all__ = [
+    "FactorInverse",
+    "batched",
+    "estimate_clip",
+    "factor_inverse",
+    "factors",
+    "public_basis",
+    "self_made_pairs",
+]
+
 
 def batched(
     images: torch.Tensor, context: AttackContext, batch_size: int = 256

@@ -14,6 +14,14 @@ from medveil.attacks.recovery import batched
 from medveil.keys import Preset, RightProjection, SchemeParams
 from medveil.stages import truncated_svd
 
+__all__ = [
+    "ReidentificationAttack",
+    "observed_spectra",
+    "output_offset",
+    "plain_spectra",
+    "standardise",
+]
+
 
 def _log_spectrum(values: torch.Tensor, floor: float) -> torch.Tensor:
     """``log max(s_i, floor * s_1)``: singular values below the floor are rounding noise

@@ -28,6 +28,8 @@ from medveil.attacks.reid import ReidentificationAttack
 from medveil.keys import Key
 from medveil.obfuscator import Obfuscator
 
+__all__ = ["SuiteResult", "default_attacks", "run_suite"]
+
 
 def default_attacks() -> list[Attack]:
     """One instance of every attack with its default parameters."""

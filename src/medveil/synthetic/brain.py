@@ -32,6 +32,8 @@ from scipy import ndimage
 
 from medveil.synthetic import DATASETS
 
+__all__ = ["SELLA", "TEMPLATE_IN_NILEARN", "render", "template_path"]
+
 GLIOMA, MENINGIOMA, NOTUMOR, PITUITARY = (
     DATASETS["brain-mri"].classes.index(c) for c in ("glioma", "meningioma", "notumor", "pituitary")
 )

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 
 from medveil.synthetic import DATASETS
 
+__all__ = ["render"]
+
 INFECTED, NOTINFECTED = (DATASETS["ovary-us"].classes.index(c) for c in ("infected", "notinfected"))
 
 _FLUID_ECHO = 0.002  # echo strength of follicular fluid relative to bright tissue (anechoic)
