@@ -3,7 +3,9 @@ volumes, non-finite values, label files and patient-level groups."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import warnings
 from pathlib import Path
 
@@ -11,10 +13,20 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from typer.testing import CliRunner
 
-from medveil.errors import ImageLoadError
+from conftest import smooth_images
+from medveil.calibration import calibrate
+from medveil.cli import app
+from medveil.errors import DatasetLayoutError, ImageLoadError
+from medveil.keys import generate_key
+from medveil.layout import scan_labels
 from medveil.loading import LoadOptions, load_file, load_slices
+from medveil.obfuscate import group_hash, group_name, obfuscate_dataset
+from medveil.store import ObfuscatedStore
+from medveil.training.data import open_data, plan_splits
 
 # --- pydicom's corpus ---------------------------------------------------------------------------
 
@@ -216,3 +228,203 @@ def test_fill_nonfinite_replaces_and_counts(tmp_path: Path) -> None:
 def test_fill_nonfinite_option_is_checked(bad: object) -> None:
     with pytest.raises(ValueError, match="fill_nonfinite"):
         LoadOptions(size=8, fill_nonfinite=bad)  # type: ignore[arg-type]
+
+
+# --- labels files -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def key():
+    return calibrate(generate_key(size=32, rank=6), smooth_images(16, 32, seed=9))
+
+
+def flat_folder(root: Path, count: int, *, size: int = 36) -> list[str]:
+    """``count`` PNGs in ``root/scans`` (no class folders); their paths relative to ``root``."""
+    (root / "scans").mkdir(parents=True)
+    names = []
+    for i, image in enumerate(smooth_images(count, size, seed=4)):
+        name = f"scans/img-{i:02d}.png"
+        Image.fromarray((image * 255).astype(np.uint8)).save(root / name)
+        names.append(name)
+    return names
+
+
+def write_csv(path: Path, rows: list[str]) -> Path:
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_labels_file_gives_classes_splits_and_groups(tmp_path: Path) -> None:
+    names = flat_folder(tmp_path / "src", 5)
+    csv = write_csv(tmp_path / "labels.csv", [
+        "\ufeffPath,Label,Split,Group",  # a spreadsheet's BOM and capitalised header
+        f"{names[0]},tumour,Training,p1",
+        f"{names[1]},normal,train,p2",
+        "",
+        f"{names[2]},tumour,val,",
+        f"{names[3]},normal,Testing,p3",
+        f"{names[4]},tumour,train,p1",
+    ])
+    index = scan_labels(tmp_path / "src", csv)
+    assert index.classes == ("normal", "tumour") and index.layout == "labels-file"
+    assert list(index.splits) == ["train", "val", "test"]
+    train = [(str(i.path), i.label, i.group) for i in index.splits["train"]]
+    assert train == [(names[0], 1, "p1"), (names[1], 0, "p2"), (names[4], 1, "p1")]
+    assert [(str(i.path), i.group) for i in index.splits["val"]] == [(names[2], None)]
+    assert [(str(i.path), i.label) for i in index.splits["test"]] == [(names[3], 0)]
+    # Without a split column: one split, "all".
+    plain = write_csv(tmp_path / "plain.csv", ["path,label", f"{names[0]},a", f"{names[1]},b"])
+    assert list(scan_labels(tmp_path / "src", plain).splits) == ["all"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (["path,label", "../outside.png,a"], r"row 2: unknown path \.\./outside\.png"),
+        (["path,label", "/etc/passwd,a"], r"row 2: unknown path /etc/passwd"),
+        (["path,label", "scans/img-00.png,a", "scans/nope.png,b"], r"row 3: missing file scans/nope\.png"),
+        (["path,label", "scans/img-00.png,"], r"row 2: scans/img-00\.png has an empty label"),
+        (["path,label", "scans/img-00.png,a", "scans/img-00.png,b"], r"row 3: .*listed twice \(also in row 2\)"),
+        (["path,label,split", "scans/img-00.png,a,train", "scans/img-01.png,b,holdout"], r"row 3: unknown split holdout"),
+        (["path,label,split", "scans/img-00.png,a,train", "scans/img-01.png,b,test"], r"row 3: class b is empty in the train split"),
+        (["path,label", "scans/img-00.png,a,extra"], r"row 2: 3 cells for the 2 columns"),
+        (["file,label", "scans/img-00.png,a"], r"header row must name the columns path,label"),
+        (["path,label,patient", "scans/img-00.png,a,x"], r"header row must name"),
+        (["path,label"], r"lists no files"),
+    ],
+)
+def test_labels_file_errors_name_the_row(tmp_path: Path, rows: list[str], message: str) -> None:
+    flat_folder(tmp_path / "src", 2)
+    csv = write_csv(tmp_path / "labels.csv", rows)
+    with pytest.raises(DatasetLayoutError, match=re.escape(str(csv)) + ".*" + message):
+        scan_labels(tmp_path / "src", csv)
+
+
+# --- groups in the store and in train's splits --------------------------------------------------
+
+
+def test_store_keeps_keyed_group_hashes_from_the_labels_file(tmp_path: Path, key) -> None:
+    names = flat_folder(tmp_path / "src", 6)
+    patients = ["Smith^John", "Smith^John", "Doe^Jane", "", "Doe^Jane", "Roe^Richard"]
+    csv = write_csv(tmp_path / "labels.csv", ["path,label,group"] + [
+        f"{n},{'ab'[i % 2]},{p}" for i, (n, p) in enumerate(zip(names, patients))
+    ])
+    result = obfuscate_dataset(
+        tmp_path / "src", key=key, output=tmp_path / "store", labels=csv, device="cpu",
+        files_per_shard=4,
+    )
+    store = ObfuscatedStore(tmp_path / "store")
+    groups = store.groups("all")
+    listing = store.manifest["plan"]["files"]
+    index = scan_labels(tmp_path / "src", csv)
+    expected = [group_hash(key, listing, group_name(item, None)) for item in index.splits["all"]]
+    assert groups.tolist() == expected
+    assert groups[0] == groups[1] and groups[2] == groups[4]
+    assert len(set(groups.tolist())) == 4 == result.groups == store.manifest["splits"]["all"]["groups"]
+    # The empty cell falls back to the file: its own group.
+    assert expected[3] == group_hash(key, listing, "file:" + names[3].encode().hex())
+    # Another key gives unrelated values; no stored byte names a patient.
+    other = calibrate(generate_key(size=32, rank=6), smooth_images(16, 32, seed=9))
+    assert group_hash(other, listing, "group:Smith^John") != expected[0]
+    for path in (tmp_path / "store").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert b"Smith" not in data and b"Doe" not in data and b"img-0" not in data, path
+
+
+def dicom_folder(root: Path) -> None:
+    """Patient A: two single-frame files; patient B: one; a 2-frame file without PatientID."""
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    plan = [
+        ("CT_small.dcm", "a/ct-1.dcm", "PAT-0001"),
+        ("MR_small.dcm", "a/mr-1.dcm", "PAT-0001"),
+        ("MR_small.dcm", "b/mr-2.dcm", "PAT-0002"),
+        ("SC_rgb_rle_2frame.dcm", "b/frames.dcm", None),
+    ]
+    for source, target, patient in plan:
+        ds = pydicom.dcmread(CORPUS / source)
+        if patient is None:
+            ds.PatientID = ""
+        else:
+            ds.PatientID = patient
+        ds.save_as(root / target)
+
+
+def test_dicom_patients_and_frames_form_groups(tmp_path: Path, key) -> None:
+    dicom_folder(tmp_path / "src")
+    obfuscate_dataset(tmp_path / "src", key=key, output=tmp_path / "store", device="cpu")
+    store = ObfuscatedStore(tmp_path / "store")
+    groups = store.groups("all").tolist()
+    listing = store.manifest["plan"]["files"]
+    # Sorted by class, then path: a/ct-1, a/mr-1, b/frames (2 frames), b/mr-2.
+    patient_a = group_hash(key, listing, "patient:PAT-0001")
+    patient_b = group_hash(key, listing, "patient:PAT-0002")
+    frames = group_hash(key, listing, "file:" + b"b/frames.dcm".hex())
+    assert groups == [patient_a, patient_a, frames, frames, patient_b]
+    for path in (tmp_path / "store").rglob("*"):
+        if path.is_file():
+            assert b"PAT-000" not in path.read_bytes(), path
+
+
+def test_train_splits_never_cut_a_group(tmp_path: Path, key) -> None:
+    names = flat_folder(tmp_path / "src", 36, size=32)
+    # 12 patients of 3 images; classes alternate by patient.
+    csv = write_csv(tmp_path / "labels.csv", ["path,label,group"] + [
+        f"{n},{'ab'[(i // 3) % 2]},patient-{i // 3}" for i, n in enumerate(names)
+    ])
+    obfuscate_dataset(tmp_path / "src", key=key, output=tmp_path / "store", labels=csv, device="cpu")
+    source = open_data(tmp_path / "store", image_size=32)
+    groups = source.groups["all"]
+    assert len(set(groups.tolist())) == 12
+    for seed in range(5):
+        plan = plan_splits(source, val_fraction=0.25, test_fraction=0.25, seed=seed)
+        sides = [set(groups[indices].tolist()) for _, indices in plan.parts.values()]
+        assert sum(len(s) for s in sides) == 12, seed  # each patient on exactly one side
+        assert all(sides), seed
+    # The same data without its groups: a plain stratified split cuts patients.
+    ungrouped = open_data(tmp_path / "store", image_size=32)
+    ungrouped = type(ungrouped)(
+        kind=ungrouped.kind, classes=ungrouped.classes, tables=ungrouped.tables,
+        identity=ungrouped.identity, provenance=ungrouped.provenance,
+    )
+    plan = plan_splits(ungrouped, val_fraction=0.25, test_fraction=0.25, seed=0)
+    sides = [set(groups[indices].tolist()) for _, indices in plan.parts.values()]
+    assert sum(len(s) for s in sides) > 12
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def test_cli_labels_nifti_volume_and_fill_nonfinite(tmp_path: Path, key) -> None:
+    key_file = key.save(tmp_path / "keys" / "site.key")
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(NIBABEL_DATA / "example4d.nii.gz", src / "fmri.nii.gz")  # 2 volumes x 24 slices
+    save_nifti(nan_volume(), src / "registered.nii.gz")  # 4 slices, all with NaN or inf
+    csv = write_csv(tmp_path / "labels.csv", [
+        "path,label,group", "fmri.nii.gz,fmri,subject-1", "registered.nii.gz,anat,subject-1",
+    ])
+    base = ["obfuscate", str(src), "--key", str(key_file), "--labels", str(csv), "--device", "cpu"]
+    strict = runner.invoke(app, [*base, "--nifti-volume", "all", "-o", str(tmp_path / "s1")])
+    assert strict.exit_code == 2
+    assert "registered.nii.gz" in strict.output and "--fill-nonfinite VALUE" in strict.output
+    four_d = runner.invoke(app, [*base, "--fill-nonfinite", "0", "-o", str(tmp_path / "s2")])
+    assert four_d.exit_code == 2 and "--nifti-volume INDEX" in four_d.output
+    bad = runner.invoke(app, [*base, "--nifti-volume", "last", "-o", str(tmp_path / "s3")])
+    assert bad.exit_code == 2 and "--nifti-volume" in bad.output
+    run = runner.invoke(app, [
+        *base, "--nifti-volume", "all", "--fill-nonfinite", "0", "-o", str(tmp_path / "store"),
+    ])
+    assert run.exit_code == 0, run.output
+    expected = len(load_slices(src / "fmri.nii.gz", options=LoadOptions(size=32, nifti_volume="all")))
+    assert f"{expected + 4} images" in run.output
+    assert "4 image(s) with NaN or infinite values filled with 0 (--fill-nonfinite)" in run.output
+    assert "1 group(s)" in run.output
+    manifest = json.loads((tmp_path / "store" / "manifest.json").read_text())
+    assert manifest["splits"]["all"]["filled"] == 4 and manifest["splits"]["all"]["groups"] == 1
+    assert manifest["load"]["nifti_volume"] == "all" and manifest["layout"] == "labels-file"
+    info = runner.invoke(app, ["info", str(tmp_path / "store"), "--json"])
+    assert json.loads(info.output)["splits"]["all"]["filled"] == 4

@@ -228,7 +228,9 @@ def test_replacing_a_store_deletes_only_its_own_files(tmp_path, key):
     # Fewer, larger shards this time: the old third shard must go, the user's note must stay.
     obfuscate_dataset(src, key=other, output=out, overwrite=True, files_per_shard=8, device="cpu")
     names = sorted(p.name for p in (out / "all").iterdir())
-    assert names == ["images-00000.npy", "labels-00000.npy", "notes.txt", "shard-00000.json"]
+    assert names == [
+        "groups-00000.npy", "images-00000.npy", "labels-00000.npy", "notes.txt", "shard-00000.json"
+    ]
     assert ObfuscatedStore(out).key_fingerprint == other.fingerprint
 
 
@@ -358,7 +360,7 @@ def test_manifest_records_sizes_and_checksums(store):
     data = (store / "all" / "images-00001.npy").read_bytes()
     assert shard["bytes"]["images"] == len(data)
     assert shard["sha256"]["images"] == hashlib.sha256(data).hexdigest()
-    assert set(shard["sha256"]) == {"images", "labels", "names"}
+    assert set(shard["sha256"]) == {"images", "labels", "groups", "names"}
     assert manifest["checksum"] == manifest_checksum(manifest)
 
 
@@ -454,8 +456,8 @@ def test_a_failed_run_releases_the_lock_and_keeps_its_finished_shards(tmp_path, 
     with pytest.raises(ImageLoadError, match=r"^alpha/x\.png: file is empty"):
         obfuscate_dataset(src, key=key, output=out, files_per_shard=1, device="cpu")
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
-        ".medveil-output", ".plan.json", "all", "all/images-00000.npy", "all/labels-00000.npy",
-        "all/shard-00000.json",
+        ".medveil-output", ".plan.json", "all", "all/groups-00000.npy", "all/images-00000.npy",
+        "all/labels-00000.npy", "all/shard-00000.json",
     ]
     # The same command again resumes after the finished shard (and stops at the same file).
     before = (out / "all" / "images-00000.npy").stat().st_mtime_ns

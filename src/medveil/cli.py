@@ -132,6 +132,19 @@ def _percentile(value: Optional[str]) -> Optional[tuple[float, float]]:
     return (lo, hi)
 
 
+def _nifti_volume(value: Optional[str]) -> int | str | None:
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if text == "all":
+        return "all"
+    if text.isdigit():
+        return int(text)
+    raise typer.BadParameter(
+        f"expected a volume index (0, 1, ...) or 'all', got {value}", param_hint="--nifti-volume"
+    )
+
+
 @app.command()
 def keygen(
     output: Annotated[Path, typer.Option("-o", "--output", help="Key file to write (mode 0600).")],
@@ -182,9 +195,20 @@ def keygen(
 
 @app.command()
 def obfuscate(
-    dataset: Annotated[Path, typer.Argument(help="Dataset folder (class sub-folders).")],
+    dataset: Annotated[
+        Path, typer.Argument(help="Dataset folder (class sub-folders, or any folder with --labels).")
+    ],
     key_file: Annotated[Path, typer.Option("--key", help="Key file from `medveil keygen`.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Store folder to write.")],
+    labels: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--labels",
+            help="CSV with the columns path,label[,split][,group] (paths relative to DATASET): "
+            "labels for a flat folder instead of class sub-folders; rows of one group (a "
+            "patient) are never split apart.",
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per transform batch.")] = 256,
     workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
     files_per_shard: Annotated[int, typer.Option(help="Files per shard.")] = 512,
@@ -197,6 +221,22 @@ def obfuscate(
         Optional[str], typer.Option(help="Per-image percentile clipping 'LOW,HIGH'.")
     ] = None,
     nifti_axis: Annotated[int, typer.Option(help="Axis along which NIfTI volumes are sliced.")] = 2,
+    nifti_volume: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="INDEX|all",
+            help="Volume of a 4-D NIfTI (fMRI, time series) to slice, or 'all' (default: "
+            "refuse 4-D files).",
+        ),
+    ] = None,
+    fill_nonfinite: Annotated[
+        Optional[float],
+        typer.Option(
+            metavar="VALUE",
+            help="Replace NaN and infinite values by VALUE, counting the images touched "
+            "(default: refuse such files).",
+        ),
+    ] = None,
     min_size: Annotated[
         Optional[int],
         typer.Option(
@@ -229,6 +269,7 @@ def obfuscate(
         options = LoadOptions(
             size=key.params.size, percentile=_percentile(percentile), nifti_axis=nifti_axis,
             min_size=min_size, max_bytes=max_image_mb * 2**20,
+            nifti_volume=_nifti_volume(nifti_volume), fill_nonfinite=fill_nonfinite,
         )
         with _progress() as bar:
             task = bar.add_task("obfuscating", total=None)
@@ -246,6 +287,7 @@ def obfuscate(
                 overwrite=overwrite,
                 progress=lambda n: bar.advance(task, n),
                 on_start=lambda total: bar.update(task, total=total),
+                labels=labels,
             )
     except (MedveilError, ValueError, OSError) as exc:
         raise _failed(exc) from None
@@ -304,6 +346,8 @@ def info(
             "per_class": m["splits"][split]["per_class"],
             "skipped": m["splits"][split].get("skipped", 0),
             "upscaled": m["splits"][split].get("upscaled", 0),
+            "filled": m["splits"][split].get("filled", 0),
+            "groups": m["splits"][split].get("groups"),
         }
         for split in opened.splits
     }
@@ -329,6 +373,13 @@ def info(
             str(data["skipped"]), str(data["upscaled"]),
         )
     Console().print(table)
+    # Below the table rather than in it: a wide table would truncate the class names.
+    if all(data["groups"] is not None for data in splits.values()):
+        counts = ", ".join(f"{split} {data['groups']}" for split, data in splits.items())
+        Console().print(f"groups (patients or files, never split apart by train): {counts}")
+    filled = sum(data["filled"] for data in splits.values())
+    if filled:
+        Console().print(f"images with NaN or infinite values filled (--fill-nonfinite): {filled}")
     params = Table(title="key parameters")
     params.add_column("parameter")
     params.add_column("value")

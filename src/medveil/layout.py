@@ -5,6 +5,11 @@ Two layouts are understood::
     ROOT/<class>/<files>                       -> one split, "all"
     ROOT/<Training|Testing|...>/<class>/<files> -> splits "train", "test", "val"
 
+and, for a flat folder (a PACS export, a spreadsheet of labels), a labels file read by
+:func:`scan_labels`: a CSV with a header row and the columns ``path,label`` and optionally
+``split`` and ``group`` (paths relative to ROOT; splits as the folder names above; a group, e.g.
+a patient, is kept on one side of every split).
+
 Files are found recursively inside each class folder and sorted, so the order (and everything
 that depends on it: shards, resumption) is the same on every run. Whatever a class folder holds
 is listed, so that nothing is dropped without a word: a broken symbolic link, a link loop, a
@@ -19,6 +24,8 @@ text and :func:`path_bytes` gives back its exact bytes.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +43,7 @@ __all__ = [
     "is_valid_utf8",
     "path_bytes",
     "scan_dataset",
+    "scan_labels",
 ]
 
 SPLIT_ALIASES = {
@@ -88,10 +96,12 @@ def display_path(path: str | os.PathLike[str]) -> str:
 
 @dataclass(frozen=True)
 class Item:
-    """One input file: ``path`` relative to the dataset root, and its class index."""
+    """One input file: ``path`` relative to the dataset root, its class index and, from a
+    labels file's ``group`` column, its group (e.g. a patient; ``None`` when not given)."""
 
     path: Path
     label: int
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,9 +111,12 @@ class DatasetIndex:
     root: Path
     classes: tuple[str, ...]
     splits: dict[str, list[Item]]
+    labels_file: Path | None = None
 
     @property
     def layout(self) -> str:
+        if self.labels_file is not None:
+            return "labels-file"
         return "class-folders" if list(self.splits) == ["all"] else "split-folders"
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -217,3 +230,103 @@ def _items(root: Path, folder: Path, class_names: list[str]) -> list[Item]:
         if class_dir.is_dir():
             items.extend(Item(path=p.relative_to(root), label=label) for p in _files(class_dir))
     return items
+
+
+_LABEL_COLUMNS = ("path", "label", "split", "group")
+
+
+def scan_labels(root: str | Path, labels: str | Path) -> DatasetIndex:
+    """Index the files a labels CSV names, relative to ``root``.
+
+    The CSV (UTF-8, a spreadsheet's byte-order mark allowed) has a header row with the columns
+    ``path`` and ``label`` and optionally ``split`` (``train``/``val``/``test`` or the folder
+    names of :data:`SPLIT_ALIASES`; without it everything is one split, ``all``) and ``group``
+    (any text, e.g. a patient; empty cells mean no group). Classes are the distinct labels,
+    sorted. Only the files listed are read.
+
+    Raises
+    ------
+    DatasetLayoutError
+        Naming the labels file and the row (its line number) for: a path that is empty,
+        absolute or leaves ``root`` (``..``); a file that does not exist; a path listed twice; an
+        empty label or split; an unknown split name; a class with no row in the ``train``
+        split when there is one. Also a missing ``path``/``label`` column, an unknown column, a
+        row with the wrong number of cells, or no rows at all.
+    """
+    root = Path(root).expanduser()
+    labels = Path(labels).expanduser()
+    if not root.is_dir():
+        raise DatasetLayoutError(f"{root}: no such folder (the source of the labels file)")
+    try:
+        text = labels.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DatasetLayoutError(f"{labels}: labels file not found") from None
+    except UnicodeDecodeError:
+        raise DatasetLayoutError(f"{labels}: labels file is not UTF-8 text") from None
+    except OSError as exc:
+        raise DatasetLayoutError(f"{labels}: cannot read the labels file ({exc.strerror})") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = [cell.strip().lower() for cell in next(reader, [])]
+    unknown = [c for c in header if c not in _LABEL_COLUMNS]
+    if unknown or "path" not in header or "label" not in header or len(set(header)) < len(header):
+        raise DatasetLayoutError(
+            f"{labels}: the header row must name the columns path,label and optionally split "
+            f"and group (once each), got {','.join(header) or 'nothing'}"
+        )
+    column = {name: header.index(name) for name in header}
+    rows: list[tuple[int, Path, str, str, str | None]] = []
+    seen: dict[Path, int] = {}
+    for cells in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in cells):
+            continue
+        where = f"{labels}, row {line}"
+        if len(cells) != len(header):
+            raise DatasetLayoutError(
+                f"{where}: {len(cells)} cells for the {len(header)} columns {','.join(header)}"
+            )
+        raw = cells[column["path"]].strip()
+        relative = Path(raw)
+        if not raw or relative.is_absolute() or ".." in relative.parts:
+            raise DatasetLayoutError(
+                f"{where}: unknown path {raw or '(empty)'}: paths must be relative to {root} "
+                "and stay inside it"
+            )
+        if not os.path.lexists(root / relative):
+            raise DatasetLayoutError(f"{where}: missing file {raw} (not found in {root})")
+        if relative in seen:
+            raise DatasetLayoutError(f"{where}: {raw} is listed twice (also in row {seen[relative]})")
+        seen[relative] = line
+        label = cells[column["label"]].strip()
+        if not label:
+            raise DatasetLayoutError(f"{where}: {raw} has an empty label (no class name)")
+        split = "all"
+        if "split" in column:
+            given = cells[column["split"]].strip()
+            if given.lower() not in SPLIT_ALIASES:
+                known = ", ".join(sorted(SPLIT_ALIASES))
+                raise DatasetLayoutError(
+                    f"{where}: unknown split {given or '(empty)'} for {raw}; use one of {known}"
+                )
+            split = SPLIT_ALIASES[given.lower()]
+        group = cells[column["group"]].strip() if "group" in column else ""
+        rows.append((line, relative, label, split, group or None))
+    if not rows:
+        raise DatasetLayoutError(f"{labels}: the labels file lists no files")
+    classes = sorted({label for _, _, label, _, _ in rows})
+    splits: dict[str, list[Item]] = {}
+    for split in sorted({r[3] for r in rows}, key=SPLIT_ORDER.index):
+        splits[split] = [
+            Item(path=relative, label=classes.index(label), group=group)
+            for _, relative, label, s, group in rows
+            if s == split
+        ]
+    if "train" in splits:
+        trained = {classes[item.label] for item in splits["train"]}
+        for line, _, label, split, _ in rows:
+            if label not in trained:
+                raise DatasetLayoutError(
+                    f"{labels}, row {line}: class {label} is empty in the train split (it has "
+                    f"rows only in {split} and other held-out splits); a model cannot learn it"
+                )
+    return DatasetIndex(root=root, classes=tuple(classes), splits=splits, labels_file=labels)

@@ -4,11 +4,16 @@ File names are handled as the operating system gives them, so a name that is not
 neither stops the run nor gets mangled: messages and the skipped-file report show it with
 ``\\xNN`` escapes (:func:`medveil.layout.display_path`), and the report and the store (with
 ``keep_names``) also record its exact bytes.
+
+Every image is stored with the hash of its group (:func:`group_hash`): the ``group`` column of
+a labels file when given, else the DICOM PatientID, else the file itself, so that the slices of
+a volume, the frames of a file and the images of a patient are never split apart by ``train``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import time
@@ -24,13 +29,28 @@ import torch
 import medveil
 from medveil.errors import ImageLoadError, StoreError
 from medveil.keys import Key
-from medveil.layout import DatasetIndex, Item, display_path, is_valid_utf8, path_bytes, scan_dataset
+from medveil.layout import (
+    DatasetIndex,
+    Item,
+    display_path,
+    is_valid_utf8,
+    path_bytes,
+    scan_dataset,
+    scan_labels,
+)
 from medveil.loading import LoadedFile, LoadOptions, load_file
 from medveil.machine import resolve_device
 from medveil.obfuscator import Obfuscator
 from medveil.store import STORE_FORMAT, STORE_VERSION, ShardRecord, StoreWriter
 
-__all__ = ["ObfuscationResult", "SkippedFile", "obfuscate_dataset", "resolve_device"]
+__all__ = [
+    "ObfuscationResult",
+    "SkippedFile",
+    "group_hash",
+    "group_name",
+    "obfuscate_dataset",
+    "resolve_device",
+]
 
 Progress = Callable[[int], None]
 
@@ -68,6 +88,9 @@ class ObfuscationResult:
     skipped_report: Path | None = None
     upscaled: int = 0
     size: int = 0
+    filled: int = 0
+    fill_value: float | None = None
+    groups: int = 0
 
     @property
     def images_per_second(self) -> float:
@@ -86,6 +109,13 @@ class ObfuscationResult:
                 f", {self.upscaled} image(s) smaller than {self.size}x{self.size} upscaled "
                 "(--min-size refuses them)"
             )
+        if self.filled:
+            text += (
+                f", {self.filled} image(s) with NaN or infinite values filled with "
+                f"{self.fill_value:g} (--fill-nonfinite)"
+            )
+        if self.groups:
+            text += f", {self.groups} group(s) (patients or files) that train never splits"
         if self.resumed_shards:
             text += f", resumed after {self.resumed_shards} finished shard(s)"
         if self.skipped:
@@ -115,6 +145,8 @@ def _plan(
                 f"{split}\0".encode() + path_bytes(item.path)
                 + f"\0{item.label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
             )
+            if item.group is not None:
+                listing.update(b"group\0" + item.group.encode("utf-8", "surrogateescape"))
     return {
         "format_version": STORE_VERSION,
         "files": listing.hexdigest(),
@@ -124,7 +156,37 @@ def _plan(
         "files_per_shard": files_per_shard,
         "keep_names": keep_names,
         "skip_bad": skip_bad,
+        "layout": index.layout,
+        "groups": _GROUP_SCHEME,
     }
+
+
+#: How group hashes are made (recorded in the plan and manifest).
+_GROUP_SCHEME = "hmac-sha256-64/v1"
+
+
+def group_name(item: Item, patient: str | None) -> str:
+    """What an image is grouped by: the labels file's group, else the DICOM PatientID, else its
+    file (so a volume's slices and a file's frames stay together)."""
+    if item.group is not None:
+        return "group:" + item.group
+    if patient is not None:
+        return "patient:" + patient
+    return "file:" + path_bytes(item.path).hex()
+
+
+def group_hash(key: Key, listing: str, name: str) -> int:
+    """A 64-bit keyed hash of a group name, as stored.
+
+    HMAC-SHA-256 under the key's secret (which never leaves the data holder), salted with the
+    run's file listing, so a store holds nothing that identifies the patient or can be matched
+    against a guessed PatientID, and two stores of different files do not share group values.
+    """
+    message = b"medveil/group/v1/" + listing.encode() + b"/" + name.encode(
+        "utf-8", "surrogateescape"
+    )
+    digest = hmac.new(key.secret, message, hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "little", signed=True)
 
 
 def _load(root: Path, item: Item, options: LoadOptions) -> LoadedFile | ImageLoadError:
@@ -168,8 +230,10 @@ def obfuscate_dataset(
     noise_seed: int | None = None,
     progress: Progress | None = None,
     on_start: Callable[[int], None] | None = None,
+    labels: str | Path | None = None,
 ) -> ObfuscationResult:
-    """Obfuscate every image of a Kaggle-layout folder into a store at ``output``.
+    """Obfuscate every image of a Kaggle-layout folder (or the files a ``labels`` CSV names,
+    see :func:`medveil.layout.scan_labels`) into a store at ``output``.
 
     Files are decoded by ``workers`` threads a shard at a time, so at most one shard of images
     is in memory whatever the dataset size. A bad file stops the run with an
@@ -177,7 +241,9 @@ def obfuscate_dataset(
     ``skip_bad`` is left out and listed in ``<output>.skipped.json`` beside the store (outside
     it, since it names source files). Images smaller than the working size are upscaled and
     counted (:attr:`ObfuscationResult.upscaled`, ``upscaled`` per split in the manifest) unless
-    ``options.min_size`` refuses them.
+    ``options.min_size`` refuses them; images whose NaN/inf values ``options.fill_nonfinite``
+    replaced are counted the same way (``filled``). Each image's group is stored as a keyed
+    hash (:func:`group_hash`), never as the PatientID or a name.
 
     Only one run writes into a store at a time: a second one raises
     :class:`medveil.store.StoreBusyError`. A file that cannot be written (disk full, a
@@ -191,7 +257,7 @@ def obfuscate_dataset(
         raise ValueError(f"load size {options.size} differs from the key's size {key.params.size}")
     if files_per_shard < 1 or batch_size < 1 or workers < 1:
         raise ValueError("files_per_shard, batch_size and workers must be positive")
-    index = scan_dataset(source)
+    index = scan_labels(source, labels) if labels is not None else scan_dataset(source)
     obfuscator = Obfuscator(key, noise_seed=noise_seed)
     dev = resolve_device(device)
     plan = _plan(index, key, options, files_per_shard, keep_names, skip_bad)
@@ -202,14 +268,17 @@ def obfuscate_dataset(
             manifest = json.loads((output / "manifest.json").read_text())
             images = {s: v["count"] for s, v in manifest["splits"].items()}
             upscaled = sum(v.get("upscaled", 0) for v in manifest["splits"].values())
+            filled = sum(v.get("filled", 0) for v in manifest["splits"].values())
             return ObfuscationResult(
                 store=output, images=images, files=len(index), already_complete=True,
-                upscaled=upscaled, size=options.size,
+                upscaled=upscaled, size=options.size, filled=filled,
+                fill_value=options.fill_nonfinite,
             )
         return _write_store(
             writer, index, key, obfuscator, options,
             files_per_shard=files_per_shard, batch_size=batch_size, workers=workers, device=dev,
             skip_bad=skip_bad, keep_names=keep_names, progress=progress, started=started,
+            listing=str(plan["files"]),
         )
 
 
@@ -228,6 +297,7 @@ def _write_store(
     keep_names: bool,
     progress: Progress | None,
     started: float,
+    listing: str,
 ) -> ObfuscationResult:
     output = writer.root
 
@@ -254,8 +324,8 @@ def _write_store(
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="medveil-load") as pool:
         for split, shard, chunk in todo:
             loaded = list(pool.map(lambda item: _load(index.root, item, options), chunk))
-            arrays, labels, names, bad = [], [], [], []
-            upscaled = 0
+            arrays, labels, names, bad, groups = [], [], [], [], []
+            upscaled = filled = 0
             for item, result in zip(chunk, loaded):
                 if isinstance(result, ImageLoadError):
                     if not skip_bad:
@@ -265,7 +335,10 @@ def _write_store(
                 slices = result.slices
                 arrays.extend(slices)
                 upscaled += result.upscaled
+                filled += result.filled
                 labels.extend([item.label] * len(slices))
+                group = group_hash(key, listing, group_name(item, result.patient))
+                groups.extend([group] * len(slices))
                 if keep_names:
                     # os.fspath keeps undecodable bytes as surrogates; the store encodes them.
                     name = os.fspath(item.path)
@@ -285,6 +358,8 @@ def _write_store(
                 skipped=len(bad),
                 names=names if keep_names else None,
                 upscaled=upscaled,
+                groups=np.asarray(groups, np.int64),
+                filled=filled,
             )
             records.setdefault(split, []).append(record)
             skipped.extend(bad)
@@ -296,7 +371,7 @@ def _write_store(
     images = {split: sum(r.count for r in rs) for split, rs in records.items()}
     if sum(images.values()) == 0:
         raise StoreError(f"{index.root}: no image could be loaded (all files were bad)")
-    _finalize(writer, index, key, records, keep_names=keep_names, options=options)
+    distinct = _finalize(writer, index, key, records, keep_names=keep_names, options=options)
     return ObfuscationResult(
         store=output,
         images=images,
@@ -307,6 +382,9 @@ def _write_store(
         skipped_report=report,
         upscaled=sum(r.upscaled for rs in records.values() for r in rs),
         size=options.size,
+        filled=sum(r.filled for rs in records.values() for r in rs),
+        fill_value=options.fill_nonfinite,
+        groups=distinct,
     )
 
 
@@ -347,7 +425,7 @@ def _sizes_and_digests(
 ) -> tuple[dict[str, int], dict[str, str]]:
     """The shard's recorded sizes and SHA-256s; read back from disk if its done mark (written
     by an older medveil) lacks them."""
-    roles = [role for role in ("images", "labels", "names") if role in entry]
+    roles = [role for role in ("images", "labels", "groups", "names") if role in entry]
     if all(role in record.sha256 and role in record.bytes for role in roles):
         return {r: record.bytes[r] for r in roles}, {r: record.sha256[r] for r in roles}
     sizes, digests = {}, {}
@@ -365,8 +443,10 @@ def _finalize(
     *,
     keep_names: bool,
     options: LoadOptions,
-) -> None:
+) -> int:
+    """Write the manifest; the number of distinct groups over all splits."""
     splits = {}
+    everyone: set[int] = set()
     for split, recs in records.items():
         recs = sorted(recs, key=lambda r: r.index)
         per_class = {c: sum(r.per_class[c] for r in recs) for c in index.classes}
@@ -378,15 +458,24 @@ def _finalize(
                 "labels": f"{split}/labels-{stem}.npy",
                 "count": r.count,
             }
+            if (writer.root / split / f"groups-{stem}.npy").is_file():
+                entry["groups"] = f"{split}/groups-{stem}.npy"
             if keep_names:
                 entry["names"] = f"{split}/names-{stem}.json"
             entry["bytes"], entry["sha256"] = _sizes_and_digests(writer.root, entry, r)
             shards.append(entry)
+        split_groups: set[int] = set()
+        for entry in shards:
+            if "groups" in entry:
+                split_groups.update(np.load(writer.root / str(entry["groups"])).tolist())
+        everyone |= split_groups
         splits[split] = {
             "count": sum(r.count for r in recs),
             "per_class": per_class,
             "skipped": sum(r.skipped for r in recs),
             "upscaled": sum(r.upscaled for r in recs),
+            "filled": sum(r.filled for r in recs),
+            "groups": len(split_groups),
             "shards": shards,
         }
     writer.finalize(
@@ -404,6 +493,8 @@ def _finalize(
             "layout": index.layout,
             "load": asdict(options),
             "keep_names": keep_names,
+            "groups": _GROUP_SCHEME,
             "splits": splits,
         }
     )
+    return len(everyone)

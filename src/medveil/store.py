@@ -9,6 +9,7 @@ Layout of a store folder::
     <split>/labels-00000.npy    int64 (count,)
     <split>/shard-00000.json    shard metadata; written after its arrays (the shard's done mark)
     <split>/names-00000.json    source names relative to the dataset root, only with keep_names
+    <split>/groups-00000.npy    int64 (count,): keyed hash of each image's group (patient, file)
 
 Every file is written to a temporary name and renamed into place, so a killed run leaves either
 whole shards or nothing; a rerun with the same plan resumes at the first missing shard. One run
@@ -21,6 +22,10 @@ checksum; :class:`ObfuscatedStore` checks them (and that every shard path stays 
 store) before anything is read, and refuses a truncated shard or an edited manifest with an
 error naming the shard. Version 1 stores (no checksums) are still read, with the sizes checked
 against the arrays' headers.
+
+Group arrays (since issue 17; optional, older stores have none) hold, for each image, a 64-bit
+keyed hash of the group it belongs to (a patient, or the file its slices or frames came from):
+equal values mean "never split apart", and the value says nothing about the patient.
 """
 
 from __future__ import annotations
@@ -81,7 +86,7 @@ class StoreWriteError(StoreError):
 # The only names a store writes: anything else in its folder belongs to someone else and is
 # never deleted (a study's results, a user's notes).
 _TOP_FILES = ("manifest.json", PLAN_FILE)
-_SHARD_FILE = re.compile(r"(images|labels)-\d{5}\.npy|(shard|names)-\d{5}\.json")
+_SHARD_FILE = re.compile(r"(images|labels|groups)-\d{5}\.npy|(shard|names)-\d{5}\.json")
 _TEMPORARY = re.compile(r"\.(.+)\.[^.]+\.tmp")
 
 
@@ -186,6 +191,7 @@ class ShardRecord:
     upscaled: int = 0
     bytes: dict[str, int] = field(default_factory=dict)
     sha256: dict[str, str] = field(default_factory=dict)
+    filled: int = 0
 
 
 class StoreWriter:
@@ -351,9 +357,11 @@ class StoreWriter:
         skipped: int,
         names: list[str] | None,
         upscaled: int = 0,
+        groups: np.ndarray | None = None,
+        filled: int = 0,
     ) -> ShardRecord:
-        """Write one shard's arrays (and names), then its done mark; names that are not valid
-        UTF-8 are stored losslessly (:func:`encode_name`)."""
+        """Write one shard's arrays (and names, and group hashes), then its done mark; names
+        that are not valid UTF-8 are stored losslessly (:func:`encode_name`)."""
         folder = self.root / split
         folder.mkdir(exist_ok=True)
         stem = shard_stem(index)
@@ -370,6 +378,14 @@ class StoreWriter:
             folder / f"labels-{stem}.npy",
             lambda handle: np.save(handle, labels, allow_pickle=False),
         )
+        if groups is not None:
+            groups = np.ascontiguousarray(groups, np.int64)
+            if groups.shape != labels.shape:
+                raise StoreError(f"shard {split}/{stem}: {len(groups)} groups for {len(labels)} images")
+            sizes["groups"], digests["groups"] = self._write(
+                folder / f"groups-{stem}.npy",
+                lambda handle: np.save(handle, groups, allow_pickle=False),
+            )
         if names is not None:
             sizes["names"], digests["names"] = self._write_json(
                 folder / f"names-{stem}.json", [encode_name(n) for n in names]
@@ -381,13 +397,13 @@ class StoreWriter:
         )
         per_class = {name: int(c) for name, c in zip(classes, counts)}
         record = ShardRecord(
-            split, index, int(len(labels)), per_class, skipped, upscaled, sizes, digests
+            split, index, int(len(labels)), per_class, skipped, upscaled, sizes, digests, filled
         )
         self._write_json(
             folder / f"shard-{stem}.json",
             {
                 "count": record.count, "per_class": per_class, "skipped": skipped,
-                "upscaled": upscaled, "bytes": sizes, "sha256": digests,
+                "upscaled": upscaled, "bytes": sizes, "sha256": digests, "filled": filled,
             },
         )
         return record
@@ -507,8 +523,8 @@ class ObfuscatedStore:
         root = self.root.resolve()
         for split, data in splits.items():
             for entry in data.get("shards", []):
-                for role in ("images", "labels", "names"):
-                    if role == "names" and role not in entry:
+                for role in ("images", "labels", "groups", "names"):
+                    if role in ("groups", "names") and role not in entry:
                         continue
                     yield entry, role, self._confined(root, split, entry.get(role))
 
@@ -581,7 +597,7 @@ class ObfuscatedStore:
         expected_shape = (
             (count, *self.shape) if role == "images" else (count,)
         )
-        expected_dtype = np.dtype(np.float32 if role == "images" else np.int64)
+        expected_dtype = np.dtype(np.float32 if role == "images" else np.int64)  # labels, groups
         if tuple(shape) != tuple(expected_shape) or dtype != expected_dtype or fortran:
             raise StoreError(
                 f"{self.root}: shard file {relative} holds {dtype} {tuple(shape)}, the manifest "
@@ -621,6 +637,14 @@ class ObfuscatedStore:
         if len(all_labels) != offsets[-1]:
             raise StoreError(f"{self.root}: split {name!r} labels disagree with the manifest")
         return StoreSplit(self.root, name, shards, all_labels, offsets)
+
+    def groups(self, split: str) -> np.ndarray | None:
+        """Each image's group hash (see the module notes), or ``None`` for a store without them
+        (written before groups were stored)."""
+        shards = self.manifest["splits"][split]["shards"]
+        if not shards or not all("groups" in s for s in shards):
+            return None
+        return np.concatenate([np.load(self.root / s["groups"]) for s in shards])
 
     def names(self, split: str) -> list[str]:
         """Source names (only in stores written with ``keep_names``)."""

@@ -232,7 +232,7 @@ def _store_source(store: ObfuscatedStore) -> DataSource:
         [m.get("plan"), m["key_fingerprint"], {s: len(t) for s, t in tables.items()}],
         sort_keys=True,
     )
-    return DataSource(
+    source = DataSource(
         kind="obfuscated",
         classes=store.classes,
         tables=dict(tables),
@@ -244,6 +244,9 @@ def _store_source(store: ObfuscatedStore) -> DataSource:
             "shape": list(m["shape"]),
         },
     )
+    # Patients, volumes and multi-frame files the store groups are never split apart.
+    groups = {name: g for name in tables if (g := store.groups(name)) is not None}
+    return source.with_groups(groups) if groups else source
 
 
 def _folder_source(index: DatasetIndex, *, size: int) -> DataSource:
