@@ -26,7 +26,7 @@ from medveil.layout import scan_labels
 from medveil.loading import LoadOptions, load_file, load_slices
 from medveil.obfuscate import group_hash, group_name, obfuscate_dataset
 from medveil.store import ObfuscatedStore
-from medveil.training.data import open_data, plan_splits
+from medveil.training.data import DataSource, open_data, plan_splits
 
 # --- pydicom's corpus ---------------------------------------------------------------------------
 
@@ -428,3 +428,22 @@ def test_cli_labels_nifti_volume_and_fill_nonfinite(tmp_path: Path, key) -> None
     assert manifest["load"]["nifti_volume"] == "all" and manifest["layout"] == "labels-file"
     info = runner.invoke(app, ["info", str(tmp_path / "store"), "--json"])
     assert json.loads(info.output)["splits"]["all"]["filled"] == 4
+
+
+def test_a_store_of_single_images_splits_as_before(tmp_path: Path, key) -> None:
+    """Every group a single image (2-D files, no patients): no groups are attached, so the
+    split is the one the same labels give without a store (as for the plaintext folder)."""
+    names = flat_folder(tmp_path / "src", 12, size=32)
+    csv = write_csv(tmp_path / "labels.csv", ["path,label"] + [
+        f"{n},{'ab'[i % 2]}" for i, n in enumerate(names)
+    ])
+    obfuscate_dataset(tmp_path / "src", key=key, output=tmp_path / "store", labels=csv, device="cpu")
+    source = open_data(tmp_path / "store", image_size=32)
+    assert source.groups == {}
+    assert len(set(ObfuscatedStore(tmp_path / "store").groups("all").tolist())) == 12
+    labels = source.tables["all"].labels
+    plain = DataSource.from_arrays(np.zeros((12, 2, 2)), labels, classes=("a", "b"))
+    for seed in range(3):
+        assert plan_splits(source, val_fraction=0.25, test_fraction=0.25, seed=seed) == plan_splits(
+            plain, val_fraction=0.25, test_fraction=0.25, seed=seed
+        )

@@ -244,8 +244,11 @@ def _store_source(store: ObfuscatedStore) -> DataSource:
             "shape": list(m["shape"]),
         },
     )
-    # Patients, volumes and multi-frame files the store groups are never split apart.
-    groups = {name: g for name in tables if (g := store.groups(name)) is not None}
+    # Patients, volumes and multi-frame files stay whole. Groups of one image each are left
+    # off: then a store of 2-D images splits exactly as its plaintext folder does.
+    groups = {
+        n: g for n in tables if (g := store.groups(n)) is not None and len(np.unique(g)) < len(g)
+    }
     return source.with_groups(groups) if groups else source
 
 
