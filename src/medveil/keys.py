@@ -214,6 +214,22 @@ class Key:
     ``derivation`` names how the keyed matrices come from the secret
     (:mod:`medveil.derive`): new keys use the current one, a key loaded from a file keeps the
     one it was made with, so its transform never changes.
+
+    Examples
+    --------
+    A key file is written owner-only and reads back as the same key:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from medveil import Key, generate_key
+    >>> key = generate_key(preset="svd", size=32, rank=8)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = key.save(Path(folder) / "site.key")
+    ...     again = Key.load(path)
+    ...     print(oct(path.stat().st_mode & 0o777), again.fingerprint == key.fingerprint)
+    0o600 True
+    >>> again.secret == key.secret, key.secret.hex() in repr(key)
+    (True, False)
     """
 
     secret: bytes = field(repr=False)
@@ -437,6 +453,17 @@ def generate_key(*, preset: Preset | str = Preset.MULTISTAGE, **params: Any) -> 
 
     Keyword arguments override the preset's defaults (``size``, ``rank``, ``bits``, ``noise``,
     ``left``, ``right``, ``width``, ``clip_percentile``).
+
+    Examples
+    --------
+    >>> from medveil import generate_key
+    >>> key = generate_key(preset="svd", size=32, rank=8)
+    >>> key.params.size, key.params.rank, key.is_calibrated
+    (32, 8, True)
+    >>> generate_key(size=32, rank=8).is_calibrated  # multistage: see medveil.calibration
+    False
+    >>> key.secret == generate_key(preset="svd", size=32, rank=8).secret  # fresh secret each time
+    False
     """
     return Key(
         secret=secrets.token_bytes(SECRET_BYTES),

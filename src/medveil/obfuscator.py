@@ -67,6 +67,27 @@ class Obfuscator:
     The noise is fresh on every call, so obfuscating the same image twice gives two different
     outputs whose average carries less noise (N copies: the noise's standard deviation divided
     by the square root of N). Hand each image to a recipient once.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> from medveil import Obfuscator, calibrate, generate_key
+    >>> images = np.random.default_rng(0).random((8, 32, 32), dtype=np.float32)
+    >>> obfuscate = Obfuscator(calibrate(generate_key(size=32, rank=8), images))
+    >>> out = obfuscate(images)
+    >>> out.shape, abs(float(out.mean())) < 0.1, abs(float(out.std()) - 1) < 0.1  # standardised
+    ((8, 32, 32), True, True)
+    >>> obfuscate(images[0]).shape, obfuscate(torch.from_numpy(images)[:, None]).shape
+    ((32, 32), torch.Size([8, 1, 32, 32]))
+    >>> bool((obfuscate(images) != out).any())  # fresh noise on every call
+    True
+
+    The ``svd`` preset has no noise, so it is a fixed function of the image:
+
+    >>> plain_svd = Obfuscator(generate_key(preset="svd", size=32, rank=8))
+    >>> plain_svd(images).shape, np.array_equal(plain_svd(images), plain_svd(images))
+    ((8, 32, 8), True)
     """
 
     def __init__(

@@ -285,7 +285,34 @@ def run_privacy(
     noise_seed: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> PrivacyReport:
-    """Evaluate ``key`` against the attack suite on images of ``dataset``; see module docs."""
+    """Evaluate ``key`` against the attack suite on images of ``dataset``; see module docs.
+
+    Returns
+    -------
+    PrivacyReport
+        One result per attack and threat model (and pairs count under A2); ``summary()`` is
+        the table of their scores. With ``output``, it is also saved there (:func:`save_report`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from medveil import generate_key
+    >>> from medveil.privacy import PrivacyConfig, run_privacy
+    >>> from medveil.synthetic.write import write_dataset
+    >>> config = PrivacyConfig(
+    ...     victims=2, public=6, threats=("A1",), attacks=("mean_image", "nearest_public"),
+    ...     device="cpu",
+    ... )
+    >>> key = generate_key(preset="svd", size=32, rank=8)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     data = write_dataset("ovary-us", Path(folder) / "data", per_class=6, size=32)
+    ...     report = run_privacy(data.path, key=key, config=config)
+    >>> print(report.summary()[["attack", "threat", "images"]].to_string(index=False))
+            attack threat  images
+        mean_image     A1       2
+    nearest_public     A1       2
+    """
     started = time.perf_counter()
     say = progress or (lambda message: None)
     device = resolve_device(config.device)
