@@ -294,7 +294,7 @@ def test_a_write_that_fails_half_way_leaves_no_file_and_a_rerun_resumes(
     # Nothing under a final name for the shard that failed, no temporary left, no manifest.
     assert sorted(p.name for p in (out / "all").iterdir()) == sorted(
         f"{kind}-{i:05d}.{ext}" for i in range(6)
-        for kind, ext in (("images", "npy"), ("labels", "npy"), ("shard", "json"))
+        for kind, ext in (("images", "npy"), ("labels", "npy"), ("groups", "npy"), ("shard", "json"))
     )
     assert not (out / "manifest.json").exists()
     assert not list(out.rglob("*.tmp")) and not (out / ".medveil.lock").exists()
