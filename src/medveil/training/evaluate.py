@@ -348,6 +348,25 @@ def evaluate(
     ValueError
         The data is of the other kind, obfuscated under another key, has other classes, or
         has no split to score.
+
+    Examples
+    --------
+    On the data it was trained on, a run is scored on its own held-out test split:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from medveil.synthetic.write import write_dataset
+    >>> from medveil.training import TrainConfig, evaluate, train
+    >>> config = TrainConfig(model="smallcnn", epochs=1, batch_size=4, input_size=32, device="cpu")
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     data = write_dataset("ovary-us", Path(folder) / "data", per_class=8, size=32)
+    ...     run = train(data.path, config=config, run_dir=Path(folder) / "run")
+    ...     scores = evaluate(run.run_dir, data.path, device="cpu")
+    >>> scores.classes, scores.count == run.split_sizes["test"]
+    (('infected', 'notinfected'), True)
+    >>> bool(scores.accuracy == np.trace(scores.confusion) / scores.count)
+    True
     """
     run = load_run(run_dir)
     source = open_data(data, image_size=run.input_size)
