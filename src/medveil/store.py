@@ -485,6 +485,32 @@ class ObfuscatedStore:
     ------
     StoreError
         Missing, incomplete, of an unknown version, or damaged (the message names the shard).
+
+    Examples
+    --------
+    :func:`medveil.obfuscate.obfuscate_dataset` writes a store from an image folder (here a
+    tiny synthetic one with a test split, under the ``svd`` preset: ``n x k`` outputs):
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from medveil import generate_key
+    >>> from medveil.obfuscate import obfuscate_dataset
+    >>> from medveil.store import ObfuscatedStore
+    >>> from medveil.synthetic.write import write_dataset
+    >>> key = generate_key(preset="svd", size=32, rank=8)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     data = write_dataset(
+    ...         "ovary-us", Path(folder) / "data", per_class=3, size=32, test_fraction=0.34
+    ...     )
+    ...     result = obfuscate_dataset(data.path, key=key, output=Path(folder) / "store")
+    ...     store = ObfuscatedStore(result.store)
+    ...     image, label = store.split("train")[0]
+    >>> result.images
+    {'train': 4, 'test': 2}
+    >>> store.classes, store.splits, store.shape, store.key_fingerprint == key.fingerprint
+    (('infected', 'notinfected'), ('train', 'test'), (32, 8), True)
+    >>> tuple(image.shape), label
+    ((1, 32, 8), 0)
     """
 
     def __init__(self, root: str | Path, *, verify: bool = True) -> None:
