@@ -404,6 +404,24 @@ def run_study(
     StudyError
         ``run_dir`` holds something else, or a study with another configuration; a key of a
         resumed study is missing; ``keys_dir`` is inside an output folder.
+
+    Examples
+    --------
+    The configuration comes from :func:`medveil.study.load_config` (the ``--quick`` profile
+    and ``--set``-style overrides here). The run itself is shown but not executed: on the
+    embedded data it takes minutes, longer than an example may (``tests/test_study.py`` runs
+    a shrunk study end to end).
+
+    >>> from medveil.study import load_config, run_study
+    >>> config = load_config(
+    ...     quick=True, overrides=["training.models=[smallcnn]", "training.epochs=2"]
+    ... )
+    >>> config.data.embedded, config.training.models, config.training.epochs
+    ('brain-mri', ('smallcnn',), 2)
+    >>> result = run_study(config, run_dir="study-run", keys_dir="study-keys")  # doctest: +SKIP
+    >>> print(result.summary())  # doctest: +SKIP
+    study in study-run: report study-run/report.html
+    ...
     """
     run_dir = Path(run_dir).expanduser()
     keys_dir = Path(keys_dir).expanduser()
