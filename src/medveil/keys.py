@@ -1,8 +1,9 @@
-"""Secret keys: drawing, parameters, calibration, owner-only storage and fingerprints.
+"""Secret keys: drawing, parameters, calibration constants, owner-only storage, fingerprints.
 
 A :class:`Key` is the random part of the scheme (256 secret bits from :mod:`secrets`) together
 with every parameter needed to obfuscate new images identically. Applying it is the job of the
-deterministic :class:`medveil.obfuscator.Obfuscator`.
+deterministic :class:`medveil.obfuscator.Obfuscator`; fixing its calibration constants is the
+job of :func:`medveil.calibration.calibrate`, which needs the obfuscator (so it lives above it).
 """
 
 from __future__ import annotations
