@@ -408,6 +408,16 @@ def _train_progress(bar: Progress, task: object, name: str) -> Callable[[Any], N
     return update
 
 
+_STEM_HELP = (
+    "Input stem: linear (learned two-sided map that can absorb the key's projection) or resize; "
+    "default linear on obfuscated data, resize on plaintext."
+)
+_PATIENCE_HELP = (
+    "Early stopping patience: epochs without a better validation accuracy, counted after the "
+    "learning-rate peak (0 disables)."
+)
+
+
 @app.command("train")
 def train_command(
     data: Annotated[Path, typer.Argument(help="An obfuscated store or a plaintext image folder.")],
@@ -421,13 +431,7 @@ def train_command(
     input_size: Annotated[
         Optional[int], typer.Option(help="Model input side (default: the model's).")
     ] = None,
-    patience: Annotated[
-        int,
-        typer.Option(
-            help="Early stopping patience: epochs without a better validation accuracy, counted "
-            "after the learning-rate peak (0 disables)."
-        ),
-    ] = 5,
+    patience: Annotated[int, typer.Option(help=_PATIENCE_HELP)] = 5,
     val_fraction: Annotated[float, typer.Option(help="Stratified validation fraction.")] = 0.15,
     test_fraction: Annotated[
         float, typer.Option(help="Held-out test fraction when the data has no Testing/ split.")
@@ -438,13 +442,7 @@ def train_command(
         Optional[Path], typer.Option(help="Local pretrained weights (never downloaded).")
     ] = None,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
-    stem: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Input stem: linear (learned two-sided map that can absorb the key's "
-            "projection) or resize; default linear on obfuscated data, resize on plaintext."
-        ),
-    ] = None,
+    stem: Annotated[Optional[str], typer.Option(help=_STEM_HELP)] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUTPUT.")] = False,
 ) -> None:
     """Train a classifier on obfuscated (or, for the baseline, plaintext) images."""
@@ -577,21 +575,9 @@ def sweep_rank_command(
     size: Annotated[int, typer.Option(help="Working size n when no key is given.")] = 224,
     model: Annotated[str, typer.Option(help="Model trained for each k.")] = "smallcnn",
     epochs: Annotated[int, typer.Option(help="Epochs per k.")] = 10,
-    patience: Annotated[
-        int,
-        typer.Option(
-            help="Early stopping patience: epochs without a better validation accuracy, counted "
-            "after the learning-rate peak (0 disables)."
-        ),
-    ] = 5,
+    patience: Annotated[int, typer.Option(help=_PATIENCE_HELP)] = 5,
     input_size: Annotated[Optional[int], typer.Option(help="Model input side.")] = None,
-    stem: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Input stem: linear (learned two-sided map that can absorb the key's "
-            "projection) or resize; default linear on obfuscated data, resize on plaintext."
-        ),
-    ] = None,
+    stem: Annotated[Optional[str], typer.Option(help=_STEM_HELP)] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     allow_open_key: Annotated[bool, typer.Option(help=_ALLOW_OPEN_KEY_HELP)] = False,
