@@ -28,6 +28,8 @@ from rich.table import Table
 
 from medveil.errors import MedveilError
 
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILURE", "EXIT_OK", "app"]
+
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 _EXIT_CODES = (
     "Exit codes: 0 success; 1 failure (a write failed, e.g. a full disk; another run is writing "
