@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from common import SCHEMES, dataset_name
 
 from medveil.calibration import calibrate, load_calibration_images
@@ -45,10 +45,8 @@ from medveil.loading import LoadOptions, load_image
 from medveil.machine import describe
 from medveil.obfuscate import obfuscate_dataset
 from medveil.store import ObfuscatedStore
-from medveil.training import TrainConfig, evaluate, open_data, train
-from medveil.training.data import SplitPlan, Standardisation
-from medveil.training.evaluate import TrainedRun
-from medveil.training.models import create_model
+from medveil.training import TrainConfig, evaluate, load_run, open_data, train
+from medveil.training.data import SplitPlan
 from medveil.training.stems import stem_alignment
 
 
@@ -70,7 +68,6 @@ def _groups(dataset: Path, *, size: int, distance: int, cache: Path) -> np.ndarr
 
 def _store(args: argparse.Namespace, scheme: str, rep: int, name: str) -> tuple[Path, object]:
     path = args.out / "stores" / name / f"{scheme}-key{rep}"
-    key = None
     try:
         ObfuscatedStore(path)
         print(f"== {scheme} key {rep}: reusing the complete store {path}", flush=True)
@@ -98,17 +95,7 @@ def _store(args: argparse.Namespace, scheme: str, rep: int, name: str) -> tuple[
 
 
 def _test_accuracy(run_dir: Path, source, plan: SplitPlan) -> float:
-    info = json.loads((run_dir / "run.json").read_text())
-    model = create_model(
-        info["model"], num_classes=len(info["classes"]), input_size=info["input_size"],
-        stem=info["stem"], in_shape=tuple(info["in_shape"]),
-    )
-    state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    run = TrainedRun(
-        run_dir=run_dir, info=info, model=model.eval(),
-        standardisation=Standardisation(**info["standardisation"]),
-    )
+    run = load_run(run_dir, checkpoint="last")
     table_name, indices = plan.parts["test"]
     table = source.tables[table_name]
     probs = np.concatenate(
@@ -188,8 +175,6 @@ def main() -> None:
                         if info.get("status") == "complete" and (run_dir / "epochs.json").is_file():
                             per_epoch.extend(json.loads((run_dir / "epochs.json").read_text()))
                         else:
-                            import shutil
-
                             shutil.rmtree(run_dir)  # per-epoch test scores need a whole run
                     if not per_epoch:
                         train(source, config=config, run_dir=run_dir, progress=on_epoch)
@@ -205,13 +190,11 @@ def main() -> None:
                         "per_epoch_test": " ".join(f"{a:.3f}" for a in per_epoch),
                         "train_seconds": info["wall_time_s"],
                     }
-                    if matrices is not None and info["stem"] != "resize" and model:
-                        from medveil.training.evaluate import load_run
-
+                    if matrices is not None and info["stem"] != "resize":
                         align = stem_alignment(
                             load_run(run_dir).model.stem,
-                            left=matrices.get("left") if hasattr(matrices, "get") else None,
-                            right=matrices.get("right") if hasattr(matrices, "get") else None,
+                            left=matrices.get("left"),
+                            right=matrices.get("right"),
                         )
                         row.update({f"align_{k}": v for k, v in align.items()})
                     rows.append(row)

@@ -108,8 +108,14 @@ class TrainedRun:
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
 
 
-def load_run(run_dir: str | Path) -> TrainedRun:
-    """Open a finished run folder written by :func:`medveil.training.train.train`."""
+def load_run(run_dir: str | Path, *, checkpoint: str = "best") -> TrainedRun:
+    """Open a run folder written by :func:`medveil.training.train.train`.
+
+    ``checkpoint="best"`` (the default) loads the selected epoch's weights (``best.pt``);
+    ``"last"`` loads the latest epoch's (``last.pt``), e.g. to score a run while it trains.
+    """
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     run_dir = Path(run_dir).expanduser()
     path = run_dir / "run.json"
     if not path.is_file():
@@ -117,15 +123,16 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     info = json.loads(path.read_text())
     if info.get("format") != RUN_FORMAT:
         raise ValueError(f"{path}: not a medveil run description")
-    if not (run_dir / "best.pt").is_file():
-        raise ValueError(f"{run_dir}: no best.pt; the run has not finished an epoch")
+    weights = run_dir / f"{checkpoint}.pt"
+    if not weights.is_file():
+        raise ValueError(f"{run_dir}: no {weights.name}; the run has not finished an epoch")
     stem = info.get("stem")
     model = create_model(
         info["model"], num_classes=len(info["classes"]), input_size=info["input_size"],
         stem=stem, in_shape=tuple(info["in_shape"]) if stem is not None else None,
     )
-    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(best["model"])
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
     return TrainedRun(
         run_dir=run_dir, info=info, model=model.eval(),
         standardisation=Standardisation(**info["standardisation"]),
