@@ -28,6 +28,24 @@ def smooth_images(count: int, size: int, *, seed: int = 0) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def write_png_folder(
+    root, *, classes, per_class: int, seed: int, name: str = "img-{:02d}.png"
+) -> list:
+    """PNG files of :func:`smooth_images` in one folder per class; returns them in the order a
+    store keeps them (class, then name)."""
+    from PIL import Image
+
+    images = smooth_images(per_class * len(classes), 40, seed=seed)
+    files = []
+    for c, label in enumerate(classes):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            path = root / label / name.format(i)
+            Image.fromarray((images[c * per_class + i] * 255).astype(np.uint8)).save(path)
+            files.append(path)
+    return files
+
+
 @pytest.fixture(scope="session")
 def images32() -> np.ndarray:
     return smooth_images(24, 32)

@@ -12,10 +12,9 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import smooth_images
+from conftest import write_png_folder
 from medveil.cli import app
 from medveil.errors import StoreError
 from medveil.keys import Key
@@ -42,15 +41,7 @@ def svd_key(tmp_path) -> tuple[Key, str]:
 
 def write_folder(root, *, per_class: int = 4) -> list:
     """Two classes of PNG files; returns them in the store's order (class, then name)."""
-    images = smooth_images(2 * per_class, 40, seed=8)
-    files = []
-    for c, name in enumerate(("infected", "notinfected")):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            path = root / name / f"img-{i:02d}.png"
-            Image.fromarray((images[c * per_class + i] * 255).astype(np.uint8)).save(path)
-            files.append(path)
-    return files
+    return write_png_folder(root, classes=("infected", "notinfected"), per_class=per_class, seed=8)
 
 
 def plaintext(files) -> np.ndarray:

@@ -12,9 +12,8 @@ import hashlib
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import smooth_images
+from conftest import smooth_images, write_png_folder
 from medveil.calibration import calibrate
 from medveil.keys import Key, SchemeParams
 from medveil.loading import LoadOptions, load_image
@@ -39,15 +38,9 @@ def keys() -> tuple[Key, Key]:
 
 def write_folder(root, *, per_class: int) -> list:
     """PNG files in class folders; returns them in the store's order (class, then name)."""
-    images = smooth_images(per_class * len(CLASSES), 40, seed=4)
-    files = []
-    for c, name in enumerate(CLASSES):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            path = root / name / f"scan-{i:03d}.png"
-            Image.fromarray((images[c * per_class + i] * 255).astype(np.uint8)).save(path)
-            files.append(path)
-    return files
+    return write_png_folder(
+        root, classes=CLASSES, per_class=per_class, seed=4, name="scan-{:03d}.png"
+    )
 
 
 def expected_arrays(files, key: Key, options: LoadOptions) -> np.ndarray:
