@@ -446,17 +446,15 @@ class Standardisation:
     std: float
 
     @classmethod
-    def fit(
-        cls, table: ArrayTable, indices: np.ndarray, *, size: int | None, seed: int
-    ) -> Standardisation:
-        """Fit on (up to :data:`STATS_SAMPLE` of) the training examples, as the model reads them
-        (resized to ``size``, or at their own shape when ``size`` is ``None``)."""
+    def fit(cls, table: ArrayTable, indices: np.ndarray, *, seed: int) -> Standardisation:
+        """Fit on (up to :data:`STATS_SAMPLE` of) the training examples, at their own shape (as
+        the model's input stem reads them)."""
         rng = np.random.default_rng([seed, 0x57D])
         if len(indices) > STATS_SAMPLE:
             indices = np.sort(rng.choice(indices, STATS_SAMPLE, replace=False))
         total = total_sq = count = 0.0
         for lo in range(0, len(indices), 256):
-            x = to_model_input(table.arrays(indices[lo : lo + 256]), size=size).double()
+            x = torch.from_numpy(np.asarray(table.arrays(indices[lo : lo + 256]), np.float64))
             total += float(x.sum())
             total_sq += float((x * x).sum())
             count += x.numel()
@@ -488,10 +486,10 @@ def to_model_input(
 
 
 class ExampleSet(Dataset):
-    """Model inputs ``(tensor (1, size, size), label)`` for ``indices`` of one table (with
-    ``size=None``, ``(tensor (1, h, w), label)`` at the arrays' own shape, for a stem).
+    """Model inputs ``(tensor (1, h, w), label)`` for ``indices`` of one table, standardised and at
+    the arrays' own shape (the model's input stem makes its square input).
 
-    Implements ``__getitems__`` so that a ``DataLoader`` reads and resizes a whole batch at once.
+    Implements ``__getitems__`` so that a ``DataLoader`` reads a whole batch at once.
     """
 
     def __init__(
@@ -499,12 +497,10 @@ class ExampleSet(Dataset):
         table: ArrayTable,
         indices: np.ndarray,
         *,
-        size: int | None,
         standardisation: Standardisation,
     ) -> None:
         self.table = table
         self.indices = np.asarray(indices, np.int64)
-        self.size = size
         self.standardisation = standardisation
 
     @property
@@ -520,7 +516,7 @@ class ExampleSet(Dataset):
     def __getitems__(self, positions: list[int]) -> list[tuple[torch.Tensor, int]]:
         rows = self.indices[np.asarray(positions, np.int64)]
         x = to_model_input(
-            self.table.arrays(rows), size=self.size, standardisation=self.standardisation
+            self.table.arrays(rows), size=None, standardisation=self.standardisation
         )
         return list(zip(x, self.table.labels[rows].tolist()))
 

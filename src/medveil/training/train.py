@@ -575,10 +575,10 @@ def train(
     else:
         # The stem reads the arrays at their own shape, so they are standardised as they are.
         standardisation = Standardisation.fit(
-            source.tables[train_table], train_idx, size=None, seed=config.seed
+            source.tables[train_table], train_idx, seed=config.seed
         )
     sets = {
-        role: ExampleSet(source.tables[table], idx, size=None, standardisation=standardisation)
+        role: ExampleSet(source.tables[table], idx, standardisation=standardisation)
         for role, (table, idx) in plan.parts.items()
     }
     train_set = sets["train"]
