@@ -46,7 +46,6 @@ from medveil.machine import describe
 from medveil.obfuscate import obfuscate_dataset
 from medveil.store import ObfuscatedStore
 from medveil.training import TrainConfig, evaluate, load_run, open_data, train
-from medveil.training.data import SplitPlan
 from medveil.training.stems import stem_alignment
 
 
@@ -92,16 +91,6 @@ def _store(args: argparse.Namespace, scheme: str, rep: int, name: str) -> tuple[
     }
     np.savez(path.with_name(path.name + ".matrices.npz"), **matrices)
     return path, matrices
-
-
-def _test_accuracy(run_dir: Path, source, plan: SplitPlan) -> float:
-    run = load_run(run_dir, checkpoint="last")
-    table_name, indices = plan.parts["test"]
-    table = source.tables[table_name]
-    probs = np.concatenate(
-        [run.probabilities(table.arrays(indices[lo : lo + 256])) for lo in range(0, len(indices), 256)]
-    )
-    return float((probs.argmax(1) == table.labels[indices]).mean())
 
 
 def main() -> None:
@@ -161,10 +150,9 @@ def main() -> None:
                     def on_epoch(event, run_dir=run_dir, source=source, per_epoch=per_epoch):
                         if event.kind != "epoch":
                             return
-                        plan = SplitPlan.from_dict(
-                            json.loads((run_dir / "splits.json").read_text())
+                        per_epoch.append(
+                            evaluate(run_dir, source, checkpoint="last", device=args.device).accuracy
                         )
-                        per_epoch.append(_test_accuracy(run_dir, source, plan))
                         print(
                             f"   epoch {event.epoch}: val acc {event.stats.val_acc:.3f}, "
                             f"test acc {per_epoch[-1]:.3f}", flush=True,

@@ -335,6 +335,7 @@ def evaluate(
     split: str | None = None,
     batch_size: int = 64,
     device: str = "auto",
+    checkpoint: str = "best",
 ) -> EvalResult:
     """Score a run's best weights on test data.
 
@@ -349,6 +350,9 @@ def evaluate(
         Score this whole split of ``data`` instead (e.g. ``"test"``, ``"all"``).
     batch_size : int, default 64
     device : str, default "auto"
+    checkpoint : {"best", "last"}
+        Score the selected epoch's weights (the default) or the latest epoch's, e.g. to follow a
+        run while it trains (see :func:`load_run`).
 
     Raises
     ------
@@ -375,7 +379,7 @@ def evaluate(
     >>> bool(scores.accuracy == np.trace(scores.confusion) / scores.count)
     True
     """
-    run = load_run(run_dir)
+    run = load_run(run_dir, checkpoint=checkpoint)
     source = open_data(data, image_size=run.input_size)
     _check_compatible(run, source)
     table, indices, description = _select(run, source, split)
