@@ -21,6 +21,35 @@ SCHEMES: dict[str, dict[str, Any]] = {
 }
 
 
+def scheme_params(name: str) -> dict[str, Any]:
+    """Key parameters of a scheme name: a :data:`SCHEMES` entry, or ``multistage`` with options.
+
+    ``multistage-b4-eta0.05-k16`` is the multistage preset with 4 bits, noise 0.05 and rank 16;
+    ``b0`` switches quantization off. Unknown parts are refused, so that a typo does not run the
+    default under another name.
+    """
+    if name in SCHEMES:
+        return dict(SCHEMES[name])
+    preset, *parts = name.split("-")
+    if preset != "multistage" or not parts:
+        raise SystemExit(f"unknown scheme {name!r}: {', '.join(SCHEMES)} or multistage-b<bits>-"
+                         "eta<noise>-k<rank>")
+    params: dict[str, Any] = dict(preset="multistage")
+    for part in parts:
+        try:
+            if part.startswith("eta"):
+                params["noise"] = float(part[3:])
+            elif part.startswith("b"):
+                params["bits"] = int(part[1:]) or None
+            elif part.startswith("k"):
+                params["rank"] = int(part[1:])
+            else:
+                raise ValueError(part)
+        except ValueError:
+            raise SystemExit(f"scheme {name!r}: cannot read {part!r}") from None
+    return params
+
+
 def dataset_name(path: Path) -> str:
     """``brain-tumor-mri`` for ``.../brain-tumor-mri/Training``: split folders are not names."""
     path = path.resolve()

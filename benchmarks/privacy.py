@@ -7,10 +7,13 @@ Usage::
         [--mda-steps 100] [--schemes svd,multistage,multistage-right] [--attacks all]
         [--out DIR]
 
-For each scheme a fresh key is drawn and calibrated on the public images only; victims, known
-pairs and public images are disjoint (drawn by ``medveil.privacy.select_images``). Writes, per
-scheme, the full results folder (``summary.csv``, ``per_image.csv``, ``examples.png``) under
-``--out`` and prints a Markdown table (also saved as ``privacy-<dataset>.md`` in ``--out``).
+Schemes are the names in ``common.SCHEMES`` or ``multistage-b<bits>-eta<noise>-k<rank>``
+(any subset of the options). For each scheme a fresh key is drawn and calibrated on the public
+images only; victims, known pairs and public images are disjoint (drawn by
+``medveil.privacy.select_images``). Writes, per scheme, the full results folder
+(``summary.csv``, ``per_image.csv``, ``examples.png``) under ``--out`` (a scheme whose folder is
+complete is reused unless ``--rerun``) and prints a Markdown table (also saved as
+``privacy-<dataset>.md`` in ``--out``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from common import SCHEMES, dataset_name
+from common import dataset_name, scheme_params
 
 from medveil.calibration import calibrate
 from medveil.keys import generate_key
@@ -79,6 +82,11 @@ def main() -> None:
         action="store_true",
         help="only rebuild the table from the schemes already saved under --out",
     )
+    parser.add_argument(
+        "--rerun", action="store_true",
+        help="attack again the schemes whose results are already saved under --out (default: "
+        "reuse them, so that an interrupted benchmark resumes)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/privacy"))
     args = parser.parse_args()
@@ -114,10 +122,15 @@ def main() -> None:
             seed=args.seed,
         )
         for scheme in args.schemes.split(","):
-            key = calibrate(
-                generate_key(size=args.size, rank=args.rank, **SCHEMES[scheme]), sets.public
-            )
             out = args.out / dataset_name(args.dataset) / scheme
+            if (out / "summary.json").is_file() and not args.rerun:
+                print(f"== {scheme}: reusing the finished results in {out}", flush=True)
+                frame = pd.read_csv(out / "summary.csv")
+                frame.insert(0, "scheme", scheme)
+                frames.append(frame)
+                continue
+            params = {"size": args.size, "rank": args.rank, **scheme_params(scheme)}
+            key = calibrate(generate_key(**params), sets.public)
             print(
                 f"== {scheme}: key {key.fingerprint} {json.dumps(key.params.to_dict())}", flush=True
             )

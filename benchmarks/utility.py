@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from common import SCHEMES, dataset_name
+from common import dataset_name, scheme_params
 
 from medveil.calibration import calibrate, load_calibration_images
 from medveil.duplicates import near_duplicate_groups
@@ -74,7 +74,7 @@ def _store(args: argparse.Namespace, scheme: str, rep: int, name: str) -> tuple[
         return path, (np.load(keyfile) if keyfile.is_file() else None)
     except StoreError:
         pass
-    key = generate_key(size=args.size, rank=args.rank, **SCHEMES[scheme])
+    key = generate_key(**{"size": args.size, "rank": args.rank, **scheme_params(scheme)})
     key = calibrate(
         key,
         load_calibration_images(
@@ -111,6 +111,10 @@ def main() -> None:
     parser.add_argument("--augment", default="none", help="none, flip or flip-shift")
     parser.add_argument("--group-distance", type=int, default=4)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--drop-stores", action="store_true",
+        help="delete each store once its runs are scored (about 1 GB each at 224 px)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/utility"))
     args = parser.parse_args()
     name = dataset_name(args.dataset)
@@ -131,68 +135,81 @@ def main() -> None:
     for rep in range(args.keys):
         for scheme in args.schemes.split(","):
             stems = ["default"] if scheme == "plaintext" else args.stems.split(",")
+            combos = [(m, st) for m in args.models.split(",") for st in stems]
+            scored = [
+                args.out / "runs" / name / f"{scheme}-key{rep}" / f"{m}-{st}" / "row.json"
+                for m, st in combos
+            ]
+            if all(path.is_file() for path in scored):
+                # Finished and scored: no store needed (it may have been dropped).
+                rows.extend(json.loads(path.read_text()) for path in scored)
+                print(f"== {scheme} key {rep}: reusing {len(scored)} scored runs", flush=True)
+                continue
             if scheme == "plaintext":
                 data, matrices = args.dataset, None
             else:
                 data, matrices = _store(args, scheme, rep, name)
             source = open_data(data, image_size=args.input_size)
             source = source.with_groups({"all": groups})
-            for model in args.models.split(","):
-                for stem in stems:
-                    config = TrainConfig(
-                        model=model, epochs=args.epochs, batch_size=args.batch_size,
-                        lr=args.lr, input_size=args.input_size, seed=rep, device=args.device,
-                        augment=args.augment, stem=None if stem == "default" else stem,
+            for model, stem in combos:
+                config = TrainConfig(
+                    model=model, epochs=args.epochs, batch_size=args.batch_size,
+                    lr=args.lr, input_size=args.input_size, seed=rep, device=args.device,
+                    augment=args.augment, stem=None if stem == "default" else stem,
+                )
+                run_dir = args.out / "runs" / name / f"{scheme}-key{rep}" / f"{model}-{stem}"
+                per_epoch: list[float] = []
+
+                def on_epoch(event, run_dir=run_dir, source=source, per_epoch=per_epoch):
+                    if event.kind != "epoch":
+                        return
+                    per_epoch.append(
+                        evaluate(run_dir, source, checkpoint="last", device=args.device).accuracy
                     )
-                    run_dir = args.out / "runs" / name / f"{scheme}-key{rep}" / f"{model}-{stem}"
-                    per_epoch: list[float] = []
-
-                    def on_epoch(event, run_dir=run_dir, source=source, per_epoch=per_epoch):
-                        if event.kind != "epoch":
-                            return
-                        per_epoch.append(
-                            evaluate(run_dir, source, checkpoint="last", device=args.device).accuracy
-                        )
-                        print(
-                            f"   epoch {event.epoch}: val acc {event.stats.val_acc:.3f}, "
-                            f"test acc {per_epoch[-1]:.3f}", flush=True,
-                        )
-
-                    if (run_dir / "run.json").is_file():
-                        info = json.loads((run_dir / "run.json").read_text())
-                        if info.get("status") == "complete" and (run_dir / "epochs.json").is_file():
-                            per_epoch.extend(json.loads((run_dir / "epochs.json").read_text()))
-                        else:
-                            shutil.rmtree(run_dir)  # per-epoch test scores need a whole run
-                    if not per_epoch:
-                        train(source, config=config, run_dir=run_dir, progress=on_epoch)
-                        (run_dir / "epochs.json").write_text(json.dumps(per_epoch))
-                    info = json.loads((run_dir / "run.json").read_text())
-                    scored = evaluate(run_dir, source, device=args.device)
-                    row = {
-                        "scheme": scheme, "model": model, "stem": info["stem"], "key": rep,
-                        "test_images": scored.count, "accuracy": scored.accuracy,
-                        "macro_f1": scored.macro_f1, "best_epoch": info["best_epoch"],
-                        "epochs": info["epochs_run"], "best_test_epoch_acc": max(per_epoch),
-                        "regret": max(per_epoch) - scored.accuracy,
-                        "per_epoch_test": " ".join(f"{a:.3f}" for a in per_epoch),
-                        "train_seconds": info["wall_time_s"],
-                    }
-                    if matrices is not None and info["stem"] != "resize":
-                        align = stem_alignment(
-                            load_run(run_dir).model.stem,
-                            left=matrices.get("left"),
-                            right=matrices.get("right"),
-                        )
-                        row.update({f"align_{k}": v for k, v in align.items()})
-                    rows.append(row)
                     print(
-                        f"   {scheme} key {rep} {model} stem {info['stem']}: test accuracy "
-                        f"{scored.accuracy:.3f} (best epoch on test {max(per_epoch):.3f}; "
-                        f"selected epoch {info['best_epoch']})", flush=True,
+                        f"   epoch {event.epoch}: val acc {event.stats.val_acc:.3f}, "
+                        f"test acc {per_epoch[-1]:.3f}", flush=True,
                     )
-                    args.out.mkdir(parents=True, exist_ok=True)
-                    pd.DataFrame(rows).to_csv(runs_csv, index=False)
+
+                if (run_dir / "run.json").is_file():
+                    info = json.loads((run_dir / "run.json").read_text())
+                    if info.get("status") == "complete" and (run_dir / "epochs.json").is_file():
+                        per_epoch.extend(json.loads((run_dir / "epochs.json").read_text()))
+                    else:
+                        shutil.rmtree(run_dir)  # per-epoch test scores need a whole run
+                if not per_epoch:
+                    train(source, config=config, run_dir=run_dir, progress=on_epoch)
+                    (run_dir / "epochs.json").write_text(json.dumps(per_epoch))
+                info = json.loads((run_dir / "run.json").read_text())
+                scored = evaluate(run_dir, source, device=args.device)
+                row = {
+                    "scheme": scheme, "model": model, "stem": info["stem"], "key": rep,
+                    "test_images": scored.count, "accuracy": scored.accuracy,
+                    "macro_f1": scored.macro_f1, "best_epoch": info["best_epoch"],
+                    "epochs": info["epochs_run"], "best_test_epoch_acc": max(per_epoch),
+                    "regret": max(per_epoch) - scored.accuracy,
+                    "per_epoch_test": " ".join(f"{a:.3f}" for a in per_epoch),
+                    "train_seconds": info["wall_time_s"],
+                }
+                if matrices is not None and info["stem"] != "resize":
+                    align = stem_alignment(
+                        load_run(run_dir).model.stem,
+                        left=matrices.get("left"),
+                        right=matrices.get("right"),
+                    )
+                    row.update({f"align_{k}": v for k, v in align.items()})
+                rows.append(row)
+                (run_dir / "row.json").write_text(json.dumps(row))
+                print(
+                    f"   {scheme} key {rep} {model} stem {info['stem']}: test accuracy "
+                    f"{scored.accuracy:.3f} (best epoch on test {max(per_epoch):.3f}; "
+                    f"selected epoch {info['best_epoch']})", flush=True,
+                )
+                args.out.mkdir(parents=True, exist_ok=True)
+                pd.DataFrame(rows).to_csv(runs_csv, index=False)
+            if args.drop_stores and scheme != "plaintext":
+                # Every run of this store is scored (row.json): the store is no longer needed.
+                shutil.rmtree(data)
     table = pd.DataFrame(rows)
     summary = (
         table.groupby(["scheme", "model", "stem"], sort=False)

@@ -1,0 +1,226 @@
+"""The accuracy–privacy frontier: stage settings measured for utility and for privacy, side by side.
+
+Usage::
+
+    .venv/bin/python benchmarks/frontier.py DATASET_DIR [--points multistage,multistage-b4,...]
+        [--keys 3] [--victims 200] [--public 1000] [--pairs 100] [--collect]
+        [--utility-out benchmarks/out/utility] [--out benchmarks/out/frontier]
+
+Each point is a scheme name (``common.scheme_params``: ``multistage-b<bits>-eta<noise>-k<rank>``).
+For every point and each of ``--keys`` repetitions this runs
+
+- ``privacy.py`` (seed ``i``: its own fresh key, victims, pairs and public images): keyless
+  re-identification top-1 among the public images (A1), keyless look-alikes (``nearest_public``
+  under A1), the tuned ridge with ``--pairs`` known pairs (``kpl`` under A2), and the mean-image
+  yardstick;
+- ``utility.py`` (key ``i``, seed ``i``; the library's default recipe and input stem, smallcnn at
+  64 px for 8 epochs, a near-duplicate-grouped 20% test split): test accuracy, and how much of the
+  key's projection the learned stem absorbed (the trainer-side unmixing).
+
+Both scripts resume (finished results are reused; stores are dropped once scored), so an
+interrupted frontier picks up where it stopped. ``--collect`` only joins what is saved.
+
+Writes ``frontier-<dataset>.md``, ``.csv`` and ``.png`` (accuracy against re-identification and
+against look-alike SSIM above the yardstick, presets marked) in ``--out``, and names the points
+that meet the ``private`` targets: re-identification at most 1%, keyless look-alikes at or below
+the yardstick, accuracy within 5 points of plaintext.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from common import dataset_name
+
+from medveil.machine import describe
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_POINTS = (
+    "multistage,multistage-b4,multistage-b3,multistage-eta0.05,multistage-eta0.1,"
+    "multistage-b4-eta0.05,multistage-k16,multistage-k8,multistage-b6,multistage-b3-eta0.05,"
+    "multistage-b4-k16,multistage-eta0,svd"
+)
+#: Points drawn as presets on the plot (the rest are settings of the multistage stages).
+PRESETS = {"multistage": "multistage (default)", "svd": "svd"}
+
+
+def _run(command: list[str]) -> None:
+    print("$ " + " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+def _privacy(args: argparse.Namespace, points: list[str]) -> None:
+    for seed in range(args.keys):
+        _run([
+            sys.executable, str(HERE / "privacy.py"), str(args.dataset),
+            "--size", str(args.size), "--rank", str(args.rank),
+            "--victims", str(args.victims), "--public", str(args.public),
+            "--pairs", str(args.pairs), "--attacks", "mean_image,nearest_public,kpl,reid",
+            "--schemes", ",".join(points), "--seed", str(seed),
+            "--out", str(args.out / f"privacy-seed{seed}"),
+        ])
+
+
+def _utility(args: argparse.Namespace, points: list[str]) -> None:
+    _run([
+        sys.executable, str(HERE / "utility.py"), str(args.dataset),
+        "--schemes", ",".join(["plaintext", *points]), "--keys", str(args.keys),
+        "--size", str(args.size), "--rank", str(args.rank), "--drop-stores",
+        "--out", str(args.utility_out),
+    ])
+
+
+def collect(args: argparse.Namespace, points: list[str]) -> pd.DataFrame:
+    name = dataset_name(args.dataset)
+    runs = pd.read_csv(args.utility_out / f"utility-{name}-stems-default-runs.csv")
+    runs = runs[runs["model"] == "smallcnn"]
+    plain = runs[runs["scheme"] == "plaintext"]["accuracy"]
+    privacy = []
+    for seed in range(args.keys):
+        path = args.out / f"privacy-seed{seed}" / f"privacy-{name}.csv"
+        if path.is_file():
+            frame = pd.read_csv(path)
+            frame["seed"] = seed
+            privacy.append(frame)
+    privacy = pd.concat(privacy, ignore_index=True) if privacy else pd.DataFrame()
+
+    def score(scheme: str, attack: str, threat: str, column: str) -> tuple[float, int]:
+        if privacy.empty:
+            return float("nan"), 0
+        rows = privacy[
+            (privacy["scheme"] == scheme) & (privacy["attack"] == attack)
+            & (privacy["threat"] == threat)
+        ]
+        return (float(rows[column].mean()) if len(rows) else float("nan")), len(rows)
+
+    table = []
+    for point in points:
+        acc = runs[runs["scheme"] == point]["accuracy"]
+        reid, reid_n = score(point, "reid", "A1", "top1_mean")
+        yard, _ = score(point, "mean_image", "A1", "ssim_mean")
+        look, _ = score(point, "nearest_public", "A1", "ssim_mean")
+        kpl, _ = score(point, "kpl", "A2", "ssim_mean")
+        align = runs[runs["scheme"] == point]
+        table.append({
+            "point": point,
+            "keys_utility": len(acc),
+            "accuracy": acc.mean() if len(acc) else float("nan"),
+            "accuracy_sd": acc.std() if len(acc) > 1 else float("nan"),
+            "accuracy_min": acc.min() if len(acc) else float("nan"),
+            "keys_privacy": reid_n,
+            "reid_top1": reid,
+            "yardstick_ssim": yard,
+            "lookalike_ssim": look,
+            "kpl_ssim": kpl,
+            "align_left": align["align_left"].mean() if "align_left" in align else float("nan"),
+            "align_right": align["align_right"].mean() if "align_right" in align else float("nan"),
+        })
+    frame = pd.DataFrame(table)
+    frame["plaintext_accuracy"] = plain.mean() if len(plain) else float("nan")
+    frame["meets_private"] = (
+        (frame["reid_top1"] <= 0.01)
+        & (frame["lookalike_ssim"] <= frame["yardstick_ssim"])
+        & (frame["accuracy"] >= frame["plaintext_accuracy"] - 0.05)
+    )
+    return frame
+
+
+def _markdown(frame: pd.DataFrame, args: argparse.Namespace) -> str:
+    def pct(x: float) -> str:
+        return "" if np.isnan(x) else f"{100 * x:.1f}%"
+
+    def num(x: float) -> str:
+        return "" if np.isnan(x) else f"{x:.3f}"
+
+    plain = frame["plaintext_accuracy"].iloc[0]
+    lines = [
+        f"Command: `python benchmarks/frontier.py {args.dataset} --points {args.points} --keys "
+        f"{args.keys} --victims {args.victims} --public {args.public} --pairs {args.pairs}`  ",
+        f"Machine: {describe()}. Plaintext smallcnn accuracy {pct(plain)} (mean over keys).",
+        "",
+        "| setting | accuracy (mean ± sd, keys) | worst key | keyless re-identification top-1 "
+        "(keys) | keyless look-alikes SSIM | tuned ridge SSIM, "
+        f"{args.pairs} pairs | yardstick SSIM | stem alignment L / R | private targets |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in frame.itertuples():
+        sd = "" if np.isnan(r.accuracy_sd) else f" ± {100 * r.accuracy_sd:.1f}"
+        lines.append(
+            f"| {r.point} | {pct(r.accuracy)}{sd} ({r.keys_utility}) | {pct(r.accuracy_min)} | "
+            f"{pct(r.reid_top1)} ({r.keys_privacy}) | {num(r.lookalike_ssim)} | "
+            f"{num(r.kpl_ssim)} | {num(r.yardstick_ssim)} | {num(r.align_left)} / "
+            f"{num(r.align_right)} | {'met' if r.meets_private else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _plot(frame: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
+    above = frame["lookalike_ssim"] - frame["yardstick_ssim"]
+    for ax, x, label in (
+        (axes[0], 100 * frame["reid_top1"], "keyless re-identification top-1 (%)"),
+        (axes[1], above, "keyless look-alike SSIM above the yardstick"),
+    ):
+        ax.scatter(x, 100 * frame["accuracy"], color="tab:blue")
+        for xi, yi, point in zip(x, 100 * frame["accuracy"], frame["point"], strict=True):
+            marker = PRESETS.get(point)
+            ax.annotate(
+                marker or point.replace("multistage-", ""), (xi, yi), fontsize=8,
+                xytext=(3, 3), textcoords="offset points",
+                fontweight="bold" if marker else "normal",
+            )
+        ax.axhline(100 * frame["plaintext_accuracy"].iloc[0], color="gray", ls="--", lw=1)
+        ax.axhline(100 * frame["plaintext_accuracy"].iloc[0] - 5, color="gray", ls=":", lw=1)
+        ax.set_xlabel(label)
+        ax.set_ylabel("smallcnn test accuracy (%)")
+    axes[0].axvline(1.0, color="tab:red", ls=":", lw=1)
+    axes[1].axvline(0.0, color="tab:red", ls=":", lw=1)
+    fig.suptitle("Accuracy against privacy (dashed: plaintext; dotted: the private targets)")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("--points", default=DEFAULT_POINTS)
+    parser.add_argument("--keys", type=int, default=3)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--rank", type=int, default=32)
+    parser.add_argument("--victims", type=int, default=200)
+    parser.add_argument("--public", type=int, default=1000)
+    parser.add_argument("--pairs", type=int, default=100)
+    parser.add_argument("--collect", action="store_true", help="only join the saved results")
+    parser.add_argument("--skip-utility", action="store_true", help="run the privacy half only")
+    parser.add_argument("--utility-out", type=Path, default=Path("benchmarks/out/utility"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/frontier"))
+    args = parser.parse_args()
+    points = args.points.split(",")
+    if not args.collect:
+        _privacy(args, points)
+        if not args.skip_utility:
+            _utility(args, points)
+    frame = collect(args, points)
+    name = dataset_name(args.dataset)
+    args.out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(args.out / f"frontier-{name}.csv", index=False)
+    text = _markdown(frame, args)
+    (args.out / f"frontier-{name}.md").write_text(text)
+    _plot(frame, args.out / f"frontier-{name}.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
