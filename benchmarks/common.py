@@ -18,6 +18,7 @@ SCHEMES: dict[str, dict[str, Any]] = {
     "multistage-b4": dict(preset="multistage", bits=4),
     "multistage-b3": dict(preset="multistage", bits=3),
     "multistage-b4-eta0.05": dict(preset="multistage", bits=4, noise=0.05),
+    "dp-svd": dict(preset="dp-svd"),
 }
 
 
@@ -25,7 +26,7 @@ def scheme_params(name: str) -> dict[str, Any]:
     """Key parameters of a scheme name: a :data:`SCHEMES` entry, or ``multistage`` with options.
 
     ``multistage-b4-eta0.05-k16`` is the multistage preset with 4 bits, noise 0.05 and rank 16;
-    ``b0`` switches quantization off. Unknown parts are refused, so that a typo does not run the
+    ``b0`` switches quantization off; ``dp2`` adds DP-SVD's spectrum noise with epsilon 2. Unknown parts are refused, so that a typo does not run the
     default under another name.
     """
     if name in SCHEMES:
@@ -33,7 +34,7 @@ def scheme_params(name: str) -> dict[str, Any]:
     preset, *parts = name.split("-")
     if preset != "multistage" or not parts:
         raise SystemExit(f"unknown scheme {name!r}: {', '.join(SCHEMES)} or multistage-b<bits>-"
-                         "eta<noise>-k<rank>")
+                         "eta<noise>-k<rank>-dp<epsilon>")
     params: dict[str, Any] = dict(preset="multistage")
     for part in parts:
         try:
@@ -43,6 +44,8 @@ def scheme_params(name: str) -> dict[str, Any]:
                 params["bits"] = int(part[1:]) or None
             elif part.startswith("k"):
                 params["rank"] = int(part[1:])
+            elif part.startswith("dp"):
+                params["dp_epsilon"] = float(part[2:])
             else:
                 raise ValueError(part)
         except ValueError:

@@ -150,7 +150,9 @@ def _nifti_volume(value: Optional[str]) -> int | str | None:
 @app.command()
 def keygen(
     output: Annotated[Path, typer.Option("-o", "--output", help="Key file to write (mode 0600).")],
-    preset: Annotated[str, typer.Option(help="'multistage' or 'svd'.")] = "multistage",
+    preset: Annotated[
+        str, typer.Option(help="'multistage', 'svd', or a named setting: 'dp-svd'.")
+    ] = "multistage",
     size: Annotated[int, typer.Option(help="Working size n (images are n x n).")] = 224,
     rank: Annotated[int, typer.Option(help="Rank k kept by the SVD truncation.")] = 32,
     bits: Annotated[
@@ -163,6 +165,10 @@ def keygen(
     ] = None,
     right: Annotated[Optional[str], typer.Option(help="'gaussian' or 'none'.")] = None,
     width: Annotated[Optional[int], typer.Option(help="Columns m of R_R (default n).")] = None,
+    dp_epsilon: Annotated[
+        Optional[float],
+        typer.Option(help="DP-SVD: Laplace noise of scale sqrt(k)/EPSILON on the singular values."),
+    ] = None,
     calibrate: Annotated[
         Optional[Path], typer.Option(help="Dataset folder to calibrate the key on.")
     ] = None,
@@ -175,7 +181,10 @@ def keygen(
     from medveil.loading import LoadOptions
 
     try:
-        given = dict(noise=noise, left=left, right=right, width=width, block_size=block_size)
+        given = dict(
+            noise=noise, left=left, right=right, width=width, block_size=block_size,
+            dp_epsilon=dp_epsilon,
+        )
         overrides = {name: value for name, value in given.items() if value is not None}
         if bits is not None:
             overrides["bits"] = bits or None  # --bits 0: no quantization

@@ -101,6 +101,13 @@ class SchemeParams:
         Percentile of ``|Z|`` over the calibration batch that fixes the quantizer range ``c``.
     solver
         How the truncated SVD is computed (:class:`medveil.stages.Solver`).
+    dp_epsilon
+        ``epsilon`` of the Laplace mechanism on the k singular values, after Fan (ICME 2019,
+        DP-SVD), or ``None`` to keep them exact. Each singular value gets noise of scale
+        ``sqrt(k) / epsilon``; by Mirsky's inequality the spectrum is then
+        ``epsilon``-metric-private under the Frobenius image distance (pixels in [0, 1]):
+        ``P(s | X) <= exp(epsilon * ||X - X'||_F) P(s | X')``. The singular vectors carry no
+        formal guarantee (:func:`medveil.stages.perturb_spectrum`).
     """
 
     preset: Preset = Preset.MULTISTAGE
@@ -114,6 +121,7 @@ class SchemeParams:
     block_size: int = 16
     clip_percentile: float = 99.9
     solver: Solver = Solver.SUBSPACE
+    dp_epsilon: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "preset", _enum(Preset, self.preset, "preset"))
@@ -139,6 +147,12 @@ class SchemeParams:
         if not 50.0 <= self.clip_percentile <= 100.0:
             raise InvalidKeyError(
                 f"clip_percentile must be in [50, 100], got {self.clip_percentile!r}"
+            )
+        if self.dp_epsilon is not None and not (
+            isinstance(self.dp_epsilon, (int, float)) and 0.0 < self.dp_epsilon <= 1e6
+        ):
+            raise InvalidKeyError(
+                f"dp_epsilon must be a number in (0, 1e6] or None, got {self.dp_epsilon!r}"
             )
         if self.preset is Preset.SVD and (
             self.bits is not None
@@ -167,7 +181,13 @@ class SchemeParams:
 
     @classmethod
     def for_preset(cls, preset: Preset | str, **overrides: Any) -> SchemeParams:
-        """Defaults of a preset, with explicit overrides (``bits=None`` switches quantization off)."""
+        """Defaults of a preset, with explicit overrides (``bits=None`` switches quantization off).
+
+        ``preset`` may also name a setting of the multistage stages (:data:`NAMED_SETTINGS`):
+        the key then records ``multistage`` and the setting's parameters.
+        """
+        if isinstance(preset, str) and preset in NAMED_SETTINGS:
+            return cls(preset=Preset.MULTISTAGE, **{**NAMED_SETTINGS[preset], **overrides})
         preset = _enum(Preset, preset, "preset")
         if preset is Preset.SVD:
             base: dict[str, Any] = dict(
@@ -182,7 +202,24 @@ class SchemeParams:
         data = asdict(self)
         for name in ("preset", "left", "right", "solver"):
             data[name] = str(data[name])
+        # Fields added after key files existed are written only when set, so that the
+        # fingerprint (a hash of this dict) of every older key stays what its file says.
+        for name, absent in OPTIONAL_PARAMS.items():
+            if data[name] == absent:
+                del data[name]
         return data
+
+
+#: Named settings of the multistage stages, accepted wherever a preset name is.
+#: ``dp-svd``: the spectrum gets DP-SVD's Laplace noise (provable for the singular values, see
+#: ``SchemeParams.dp_epsilon``) in place of quantization and entry noise; the keyed projections
+#: stay, because the singular vectors have no formal protection of their own.
+NAMED_SETTINGS: dict[str, dict[str, Any]] = {
+    "dp-svd": dict(bits=None, noise=0.0, dp_epsilon=1.0),
+}
+
+#: Parameters that a key file may omit, with the value their absence means.
+OPTIONAL_PARAMS: dict[str, Any] = {"dp_epsilon": None}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -543,7 +580,8 @@ def _require_fields(data: Any, kind: type, source: Path) -> dict[str, Any]:
     from dataclasses import fields
 
     # Every field must be present: a default filled in silently could change the transform.
-    missing = [f.name for f in fields(kind) if f.name not in data]
+    optional = OPTIONAL_PARAMS if kind is SchemeParams else {}
+    missing = [f.name for f in fields(kind) if f.name not in data and f.name not in optional]
     if missing:
         raise InvalidKeyError(f"{source}: key file is missing field(s): {', '.join(missing)}")
     known = {f.name for f in fields(kind)}

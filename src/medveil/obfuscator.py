@@ -16,6 +16,7 @@ from medveil.stages import (
     Truncation,
     add_noise,
     dequantize,
+    perturb_spectrum,
     project,
     quantize,
     truncated_svd,
@@ -138,6 +139,8 @@ class Obfuscator:
         p = self.params
         trunc = truncated_svd(x, p.rank, solver=p.solver)
         z = trunc.factor
+        if p.dp_epsilon is not None:
+            z = perturb_spectrum(z, epsilon=p.dp_epsilon, source=self.noise)
         done("truncation")
         if p.preset is Preset.SVD:
             return StageOutputs(x, trunc, None, z, z, z)
