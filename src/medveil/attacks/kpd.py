@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medveil.attacks.base import AttackContext, ReconstructionAttack, Reconstructor, ThreatModel
+from medveil.metrics import ssim
 
 __all__ = ["BilinearUNet", "KnownPlaintextDecoderAttack"]
 
@@ -78,6 +79,11 @@ class KnownPlaintextDecoderAttack(ReconstructionAttack):
         Optimisation settings; ``seed`` fixes initialisation and batch order.
     progress, progress_every
         Optional callback ``progress(step, max_steps, loss)`` and its period in steps.
+    holdout, eval_every
+        With ``holdout > 0``, the last ``holdout`` pairs are kept out of training and the
+        decoder's mean SSIM on them is recorded every ``eval_every`` steps and at the end, in
+        ``extra["curve"]`` as ``[step, seconds, ssim]``: the training curve that tells whether
+        the budget let the decoder converge. The victims are never used for it.
     """
 
     name: ClassVar[str] = "kpd"
@@ -93,6 +99,12 @@ class KnownPlaintextDecoderAttack(ReconstructionAttack):
     seed: int = 0
     progress: Progress | None = field(default=None, repr=False, compare=False)
     progress_every: int = 50
+    holdout: int = 0
+    eval_every: int = 500
+
+    def __post_init__(self) -> None:
+        if self.holdout < 0 or self.eval_every < 1:
+            raise ValueError("holdout must be >= 0 and eval_every >= 1")
 
     def fit(
         self, context: AttackContext, observed: torch.Tensor, extra: dict[str, Any]
@@ -100,6 +112,13 @@ class KnownPlaintextDecoderAttack(ReconstructionAttack):
         assert context.pair_originals is not None and context.pair_obfuscated is not None
         y_pairs = context.tensor(context.pair_obfuscated)
         x_pairs = context.tensor(context.pair_originals)
+        if self.holdout:
+            if self.holdout >= len(y_pairs):
+                raise ValueError(
+                    f"holdout={self.holdout} leaves no pair to train on ({len(y_pairs)} pairs)"
+                )
+            y_held, x_held = y_pairs[-self.holdout :], x_pairs[-self.holdout :]
+            y_pairs, x_pairs = y_pairs[: -self.holdout], x_pairs[: -self.holdout]
         scale = float(y_pairs.std().clamp_min(1e-12))
         torch.manual_seed(self.seed)
         n, m = y_pairs.shape[-2:]
@@ -109,6 +128,20 @@ class KnownPlaintextDecoderAttack(ReconstructionAttack):
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         order = torch.Generator().manual_seed(self.seed)
         history: list[list[float]] = []
+        curve: list[list[float]] = []
+
+        def score_holdout() -> None:
+            model.eval()
+            with torch.no_grad():
+                pred = torch.cat([
+                    model(y_held[i : i + self.batch_size] / scale).clamp(0, 1)
+                    for i in range(0, len(y_held), self.batch_size)
+                ])
+            curve.append(
+                [step, time.perf_counter() - start, float(ssim(x_held, pred).mean())]
+            )
+            model.train()
+
         start = time.perf_counter()
         step, loss_value = 0, float("nan")
         model.train()
@@ -130,11 +163,16 @@ class KnownPlaintextDecoderAttack(ReconstructionAttack):
                     history.append([step, loss_value])
                     if self.progress is not None:
                         self.progress(step, self.max_steps, loss_value)
+                if self.holdout and step % self.eval_every == 0:
+                    score_holdout()
+        if self.holdout and (not curve or curve[-1][0] != step):
+            score_holdout()
         model.eval()
         extra.update(
             steps=step,
             train_seconds=time.perf_counter() - start,
             final_loss=loss_value,
             history=history,
+            **({"curve": curve} if self.holdout else {}),
         )
         return lambda y: {"kpd": model(y / scale)}
