@@ -5,6 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from medveil.duplicates import near_duplicate_groups
+from medveil.layout import scan_dataset
+from medveil.loading import LoadOptions, load_image
+
 #: Key parameters of each compared scheme (on top of the preset defaults, n and k). The
 #: ``multistage-*`` variants change one stage of the default, for the privacy/utility trade-off.
 SCHEMES: dict[str, dict[str, Any]] = {
@@ -20,6 +26,34 @@ SCHEMES: dict[str, dict[str, Any]] = {
     "multistage-b4-eta0.05": dict(preset="multistage", bits=4, noise=0.05),
     "dp-svd": dict(preset="dp-svd"),
 }
+
+
+def duplicate_groups(dataset: Path, *, size: int, distance: int, cache: Path) -> np.ndarray:
+    """Near-duplicate group of every image of a class-folder dataset, in ``scan_dataset`` order.
+
+    Perceptual hashes within ``distance`` bits (:func:`medveil.duplicates.near_duplicate_groups`)
+    at working size ``size``; cached in ``cache`` (the whole dataset is loaded once).
+    """
+    if cache.is_file():
+        return np.load(cache)
+    index = scan_dataset(dataset)
+    if list(index.splits) != ["all"]:
+        raise SystemExit("this benchmark holds out its own test split: give a folder of classes")
+    items = index.splits["all"]
+    images = np.stack(
+        [load_image(index.root / it.path, options=LoadOptions(size=size)) for it in items]
+    )
+    groups = near_duplicate_groups(images, max_distance=distance)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, groups)
+    return groups
+
+
+
+def groups_by_path(dataset: Path, groups: np.ndarray) -> dict[str, int]:
+    """``{relative path: group}`` for :func:`medveil.privacy.select_images`."""
+    items = scan_dataset(dataset).splits["all"]
+    return {str(item.path): int(g) for item, g in zip(items, groups, strict=True)}
 
 
 def scheme_params(name: str) -> dict[str, Any]:

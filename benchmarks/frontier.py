@@ -9,7 +9,8 @@ Usage::
 Each point is a scheme name (``common.scheme_params``: ``multistage-b<bits>-eta<noise>-k<rank>``).
 For every point and each of ``--keys`` repetitions this runs
 
-- ``privacy.py`` (seed ``i``: its own fresh key, victims, pairs and public images): keyless
+- ``privacy.py`` (seed ``i``: its own fresh key, victims, pairs and public images, no
+  near-duplicate group in two of them): keyless
   re-identification top-1 among the public images (A1), keyless look-alikes (``nearest_public``
   under A1), the tuned ridge with ``--pairs`` known pairs (``kpl`` under A2), and the mean-image
   yardstick;
@@ -61,6 +62,7 @@ def _privacy(args: argparse.Namespace, points: list[str]) -> None:
             "--size", str(args.size), "--rank", str(args.rank),
             "--victims", str(args.victims), "--public", str(args.public),
             "--pairs", str(args.pairs), "--attacks", "mean_image,nearest_public,kpl,reid",
+            "--threats", "A1,A2", "--distinct-groups",
             "--schemes", ",".join(points), "--seed", str(seed),
             "--out", str(args.out / f"privacy-seed{seed}"),
         ])

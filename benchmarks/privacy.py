@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from common import dataset_name, scheme_params
+from common import dataset_name, duplicate_groups, groups_by_path, scheme_params
 
 from medveil.calibration import calibrate
 from medveil.keys import generate_key
@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--mda-steps", type=int, default=100)
     parser.add_argument("--schemes", default="svd,multistage,multistage-right")
     parser.add_argument("--attacks", default="all", help="comma-separated attack names or 'all'")
+    parser.add_argument("--threats", default="A1,A2,A3", help="comma-separated threat models")
     parser.add_argument(
         "--collect",
         action="store_true",
@@ -87,6 +88,12 @@ def main() -> None:
         help="attack again the schemes whose results are already saved under --out (default: "
         "reuse them, so that an interrupted benchmark resumes)",
     )
+    parser.add_argument(
+        "--distinct-groups", action="store_true",
+        help="keep near-duplicate groups (perceptual hashes within --group-distance bits) out "
+        "of more than one of the victim, pair and public sets",
+    )
+    parser.add_argument("--group-distance", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/privacy"))
     args = parser.parse_args()
@@ -99,6 +106,7 @@ def main() -> None:
         decoder_seconds=args.decoder_seconds,
         mda_steps=args.mda_steps,
         attacks=tuple(args.attacks.split(",")),
+        threats=tuple(args.threats.split(",")),
         seed=args.seed,
     )
     frames = []
@@ -113,6 +121,12 @@ def main() -> None:
     else:
         # The public images (never victims or pairs) calibrate every key, as a custodian would
         # calibrate on its own data; the selection is the same one run_privacy draws.
+        groups = None
+        if args.distinct_groups:
+            groups = groups_by_path(args.dataset, duplicate_groups(
+                args.dataset, size=args.size, distance=args.group_distance,
+                cache=args.out / f"groups-{dataset_name(args.dataset)}-d{args.group_distance}.npy",
+            ))
         sets = select_images(
             args.dataset,
             size=args.size,
@@ -120,6 +134,7 @@ def main() -> None:
             pairs=max(pairs),
             public=args.public,
             seed=args.seed,
+            groups=groups,
         )
         for scheme in args.schemes.split(","):
             out = args.out / dataset_name(args.dataset) / scheme
@@ -139,6 +154,7 @@ def main() -> None:
                 key=key,
                 config=config,
                 output=out,
+                groups=groups,
                 progress=lambda message: print(
                     f"   {message} [peak RSS so far {peak_rss_gib():.2f} GiB]", flush=True
                 ),
@@ -154,6 +170,10 @@ def main() -> None:
         f"{args.rank} --victims {args.victims} --public {args.public} --pairs {args.pairs} "
         f"--decoder-steps {args.decoder_steps} --decoder-seconds {args.decoder_seconds:g} "
         f"--mda-steps {args.mda_steps} --schemes {args.schemes} --attacks {args.attacks} "
+        f"--threats {args.threats}"
+        + (f" --distinct-groups --group-distance {args.group_distance}" if args.distinct_groups
+           else "")
+        + " "
         f"--seed {args.seed}`  \n"
         f"Machine: {describe()}"
         + (

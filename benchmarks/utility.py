@@ -34,35 +34,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from common import dataset_name, scheme_params
+from common import dataset_name, duplicate_groups, scheme_params
 
 from medveil.calibration import calibrate, load_calibration_images
-from medveil.duplicates import near_duplicate_groups
 from medveil.errors import StoreError
 from medveil.keys import generate_key
-from medveil.layout import scan_dataset
-from medveil.loading import LoadOptions, load_image
+from medveil.loading import LoadOptions
 from medveil.machine import describe
 from medveil.obfuscate import obfuscate_dataset
 from medveil.store import ObfuscatedStore
 from medveil.training import TrainConfig, evaluate, load_run, open_data, train
 from medveil.training.stems import stem_alignment
-
-
-def _groups(dataset: Path, *, size: int, distance: int, cache: Path) -> np.ndarray:
-    if cache.is_file():
-        return np.load(cache)
-    index = scan_dataset(dataset)
-    if list(index.splits) != ["all"]:
-        raise SystemExit("this benchmark holds out its own test split: give a folder of classes")
-    items = index.splits["all"]
-    images = np.stack(
-        [load_image(index.root / it.path, options=LoadOptions(size=size)) for it in items]
-    )
-    groups = near_duplicate_groups(images, max_distance=distance)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.save(cache, groups)
-    return groups
 
 
 def _store(args: argparse.Namespace, scheme: str, rep: int, name: str) -> tuple[Path, object]:
@@ -119,7 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     name = dataset_name(args.dataset)
     started = time.perf_counter()
-    groups = _groups(
+    groups = duplicate_groups(
         args.dataset, size=args.size, distance=args.group_distance,
         cache=args.out / f"groups-{name}-d{args.group_distance}.npy",
     )

@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,12 +165,20 @@ class ImageSets:
 
 
 def _load_many(
-    root: Path, paths: Sequence[Path], size: int, want: int, seen: set[str]
+    root: Path,
+    paths: Sequence[Path],
+    size: int,
+    want: int,
+    seen: set[str],
+    groups: Mapping[str, Hashable] | None = None,
+    taken: set[Hashable] | None = None,
 ) -> tuple[list, list, list, int]:
     """Load up to ``want`` images; returns images, ids, problems and how many paths were used.
 
     ``seen`` holds content hashes of images already drawn: an exact duplicate under another
-    file name (public datasets have them) would otherwise sit on both sides of a split.
+    file name (public datasets have them) would otherwise sit on both sides of a split. With
+    ``groups`` (relative path -> near-duplicate group), an image whose group is in ``taken`` is
+    passed over too, and each drawn image's group joins ``taken``.
     """
     images, ids, skipped = [], [], []
     options = LoadOptions(size=size)
@@ -179,6 +187,11 @@ def _load_many(
         if len(images) >= want:
             break
         used += 1
+        group = None if groups is None else groups.get(str(path))
+        if group is not None and taken is not None:
+            if group in taken:
+                skipped.append(f"{path}: near-duplicate of an image already drawn")
+                continue
         try:
             image = load_image(root / path, options=options)
         except ImageLoadError as exc:
@@ -189,6 +202,8 @@ def _load_many(
             skipped.append(f"{path}: duplicate of an image already drawn")
             continue
         seen.add(digest)
+        if group is not None and taken is not None:
+            taken.add(group)
         images.append(image)
         ids.append(str(path))
     return images, ids, skipped, used
@@ -203,20 +218,28 @@ def select_images(
     public: int,
     seed: int = 0,
     public_dataset: str | Path | None = None,
+    groups: Mapping[str, Hashable] | None = None,
 ) -> ImageSets:
     """Draw disjoint victims, known pairs and public images (seeded).
 
     Victims and pairs come from ``dataset``; the public set from ``public_dataset`` when given
     (a different source of the same modality), else from the rest of ``dataset``. Bad files and
     exact duplicates (same pixels under another name) are passed over and listed in ``skipped``.
+    ``groups`` maps relative paths of ``dataset`` to near-duplicate groups
+    (:func:`medveil.duplicates.near_duplicate_groups`): then no group has an image in two sets,
+    or two images in one (re-saved copies of one scan would otherwise hand an attacker the
+    victim itself as a "public" image).
     """
     index = scan_dataset(dataset)
     items = [item.path for split in index.splits.values() for item in split]
     order = [items[i] for i in np.random.default_rng(seed).permutation(len(items))]
     seen: set[str] = set()
-    vic, vic_ids, bad1, used = _load_many(index.root, order, size, victims, seen)
+    taken: set[Hashable] = set()
+    vic, vic_ids, bad1, used = _load_many(
+        index.root, order, size, victims, seen, groups, taken
+    )
     rest = order[used:]
-    pr, pr_ids, bad2, used = _load_many(index.root, rest, size, pairs, seen)
+    pr, pr_ids, bad2, used = _load_many(index.root, rest, size, pairs, seen, groups, taken)
     rest = rest[used:]
     if public_dataset is not None:
         pub_index = scan_dataset(public_dataset)
@@ -227,7 +250,7 @@ def select_images(
         pub, pub_ids, bad3, _ = _load_many(pub_index.root, pub_order, size, public, seen)
         pub_ids = [f"public:{p}" for p in pub_ids]
     else:
-        pub, pub_ids, bad3, _ = _load_many(index.root, rest, size, public, seen)
+        pub, pub_ids, bad3, _ = _load_many(index.root, rest, size, public, seen, groups, taken)
     if len(vic) < victims or len(pr) < pairs or len(pub) < public:
         raise ConfigError(
             f"{index.root}: not enough images for {victims} victims, {pairs} pairs and "
@@ -284,8 +307,12 @@ def run_privacy(
     public_dataset: str | Path | None = None,
     noise_seed: int | None = None,
     progress: Callable[[str], None] | None = None,
+    groups: Mapping[str, Hashable] | None = None,
 ) -> PrivacyReport:
     """Evaluate ``key`` against the attack suite on images of ``dataset``; see module docs.
+
+    ``groups`` (relative path -> near-duplicate group) keeps re-saved copies of one image out
+    of more than one of the victim, pair and public sets (:func:`select_images`).
 
     Returns
     -------
@@ -326,6 +353,7 @@ def run_privacy(
         public=config.public,
         seed=config.seed,
         public_dataset=public_dataset,
+        groups=groups,
     )
     obfuscator = Obfuscator(key, noise_seed=noise_seed)
     say("obfuscating victims and pairs")
@@ -387,6 +415,7 @@ def run_privacy(
         "pairs_available": len(known) if known else 0,
         "public": len(sets.public),
         "skipped_files": len(sets.skipped),
+        "near_duplicate_groups": groups is not None,
         "device": str(device),
         "seconds": time.perf_counter() - started,
     }
