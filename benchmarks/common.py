@@ -11,6 +11,8 @@ from medveil.duplicates import near_duplicate_groups
 from medveil.layout import scan_dataset
 from medveil.loading import LoadOptions, load_image
 
+GROUPS_CACHE = Path(__file__).resolve().parent / "out" / "groups"
+
 #: Key parameters of each compared scheme (on top of the preset defaults, n and k). The
 #: ``multistage-*`` variants change one stage of the default, for the privacy/utility trade-off.
 SCHEMES: dict[str, dict[str, Any]] = {
@@ -28,12 +30,14 @@ SCHEMES: dict[str, dict[str, Any]] = {
 }
 
 
-def duplicate_groups(dataset: Path, *, size: int, distance: int, cache: Path) -> np.ndarray:
+def duplicate_groups(dataset: Path, *, size: int, distance: int) -> np.ndarray:
     """Near-duplicate group of every image of a class-folder dataset, in ``scan_dataset`` order.
 
     Perceptual hashes within ``distance`` bits (:func:`medveil.duplicates.near_duplicate_groups`)
-    at working size ``size``; cached in ``cache`` (the whole dataset is loaded once).
+    at working size ``size``; cached under ``benchmarks/out/groups`` (the whole dataset is loaded
+    once), shared by every benchmark.
     """
+    cache = GROUPS_CACHE / f"{dataset_name(dataset)}-size{size}-d{distance}.npy"
     if cache.is_file():
         return np.load(cache)
     index = scan_dataset(dataset)

@@ -125,7 +125,6 @@ def main() -> None:
         if args.distinct_groups:
             groups = groups_by_path(args.dataset, duplicate_groups(
                 args.dataset, size=args.size, distance=args.group_distance,
-                cache=args.out / f"groups-{dataset_name(args.dataset)}-d{args.group_distance}.npy",
             ))
         sets = select_images(
             args.dataset,

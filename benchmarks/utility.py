@@ -103,7 +103,6 @@ def main() -> None:
     started = time.perf_counter()
     groups = duplicate_groups(
         args.dataset, size=args.size, distance=args.group_distance,
-        cache=args.out / f"groups-{name}-d{args.group_distance}.npy",
     )
     sizes = np.bincount(np.unique(groups, return_inverse=True)[1])
     print(
