@@ -27,20 +27,12 @@ from medveil.attacks import (
     Attack,
     AttackContext,
     AttackResult,
-    CovarianceAttack,
-    GramAttack,
-    KnownPlaintextDecoderAttack,
-    KnownPlaintextLinearAttack,
-    LeadingBitAttack,
     MatchingAttack,
-    MeanImageBaseline,
-    MinimumDifferenceAttack,
-    MinimumDifferencePoolAttack,
-    NearestPublicAttack,
-    PublicBasisAttack,
-    ReidentificationAttack,
+    PrivacySummary,
     ThreatModel,
     Victims,
+    attack_spec,
+    list_attacks,
 )
 from medveil.errors import ConfigError, ImageLoadError
 from medveil.keys import Key
@@ -51,28 +43,14 @@ from medveil.obfuscator import Obfuscator
 from medveil.outputs import mark_output
 
 __all__ = [
-    "ATTACK_NAMES",
     "ImageSets",
     "PrivacyConfig",
     "PrivacyReport",
+    "run_attacks",
     "run_privacy",
     "save_report",
     "select_images",
 ]
-
-ATTACK_NAMES = (
-    "mean_image",
-    "nearest_public",
-    "public_basis",
-    "lba",
-    "mda",
-    "mda_pool",
-    "kpl",
-    "kpd",
-    "reid",
-    "gram",
-    "covariance",
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,9 +64,9 @@ class PrivacyConfig:
     pairs
         Numbers of known (original, obfuscated) pairs; A2 is evaluated once per number.
     threats
-        Threat models among ``A1``, ``A2``, ``A3``.
+        Threat models (:class:`~medveil.attacks.ThreatModel`): ``A1``, ``A2``, ``A3``.
     attacks
-        Attack names (:data:`ATTACK_NAMES`) or ``("all",)``.
+        Names of registered attacks (:func:`~medveil.attacks.list_attacks`) or ``("all",)``.
     decoder_steps, decoder_seconds
         Budget of the learned decoder (KPD): whichever ends first.
     mda_steps
@@ -115,40 +93,52 @@ class PrivacyConfig:
     def __post_init__(self) -> None:
         if self.victims < 1 or self.public < 1 or any(p < 1 for p in self.pairs):
             raise ConfigError("victims, public and every pairs count must be positive")
+        known = [str(t) for t in ThreatModel]
         for threat in self.threats:
-            if threat not in ("A1", "A2", "A3"):
-                raise ConfigError(f"threats: unknown threat model {threat!r} (A1, A2, A3)")
-        unknown = [a for a in self.attacks if a != "all" and a not in ATTACK_NAMES]
+            if threat not in known:
+                raise ConfigError(
+                    f"threats: unknown threat model {threat}; choose from {', '.join(known)}"
+                )
+        unknown = [a for a in self.attacks if a != "all" and a not in list_attacks()]
         if unknown:
-            raise ConfigError(f"attacks: unknown {unknown}; choose from {', '.join(ATTACK_NAMES)}")
+            raise ConfigError(
+                f"attacks: unknown {', '.join(unknown)}; choose from all, "
+                f"{', '.join(list_attacks())}"
+            )
         if self.decoder_steps < 1 or self.decoder_seconds <= 0 or self.mda_steps < 1:
             raise ConfigError("decoder_steps, decoder_seconds and mda_steps must be positive")
 
+    def attack_names(self) -> tuple[str, ...]:
+        """The attacks to run, in table order (``all``: every registered attack)."""
+        return list_attacks() if "all" in self.attacks else tuple(self.attacks)
+
     def build_attacks(self, progress: Callable[[str], None] | None = None) -> list[Attack]:
+        """The attacks of :meth:`attack_names` with this configuration's budgets and seed.
+
+        ``seed`` goes to every attack that takes one; the step and time budgets to the
+        attacks they name.
+        """
+
         def decoder_progress(step: int, total: int, loss: float) -> None:
             if progress is not None:
                 progress(f"kpd step {step}/{total} loss {loss:.4f}")
 
-        every = {
-            "mean_image": MeanImageBaseline(),
-            "nearest_public": NearestPublicAttack(),
-            "public_basis": PublicBasisAttack(),
-            "lba": LeadingBitAttack(),
-            "mda": MinimumDifferenceAttack(steps=self.mda_steps),
-            "mda_pool": MinimumDifferencePoolAttack(seed=self.seed),
-            "kpl": KnownPlaintextLinearAttack(),
-            "kpd": KnownPlaintextDecoderAttack(
-                max_steps=self.decoder_steps,
-                max_seconds=self.decoder_seconds,
-                seed=self.seed,
-                progress=decoder_progress,
-            ),
-            "reid": ReidentificationAttack(seed=self.seed),
-            "gram": GramAttack(seed=self.seed),
-            "covariance": CovarianceAttack(seed=self.seed),
+        budgets: dict[str, dict[str, Any]] = {
+            "mda": {"steps": self.mda_steps},
+            "kpd": {
+                "max_steps": self.decoder_steps,
+                "max_seconds": self.decoder_seconds,
+                "progress": decoder_progress,
+            },
         }
-        names = ATTACK_NAMES if "all" in self.attacks else self.attacks
-        return [every[name] for name in names]
+        attacks = []
+        for name in self.attack_names():
+            spec = attack_spec(name)
+            params = dict(budgets.get(name, {}))
+            if "seed" in spec.parameters:
+                params["seed"] = self.seed
+            attacks.append(spec.create(**params))
+        return attacks
 
 
 @dataclass(frozen=True)
@@ -251,20 +241,27 @@ def select_images(
 
 @dataclass
 class PrivacyReport:
-    """Every attack result of one evaluation, with the settings that produced them."""
+    """Every attack result of one evaluation, with the settings that produced them.
+
+    ``victims`` and ``examples`` (each reconstruction attack's first reconstructions, named
+    by attack, threat and pairs) feed the figure of :func:`save_report`; they are not saved
+    otherwise.
+    """
 
     results: list[tuple[AttackResult, int | None]]
     skipped: list[dict[str, str]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    victims: Victims | None = field(default=None, repr=False)
+    examples: list[tuple[str, torch.Tensor]] = field(default_factory=list, repr=False)
 
-    def summary(self) -> pd.DataFrame:
-        """One row per (attack, threat, pairs): mean/std/max of every metric."""
+    def summary(self) -> PrivacySummary:
+        """One row per (attack, threat, pairs): mean/std/max of every metric, and its views."""
         rows = []
         for result, pairs in self.results:
             row = result.summary()
             row["pairs"] = pairs
             rows.append(row)
-        return pd.DataFrame(rows)
+        return PrivacySummary(rows=tuple(rows))
 
     def per_image(self) -> pd.DataFrame:
         frames = []
@@ -275,78 +272,69 @@ class PrivacyReport:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def run_privacy(
-    dataset: str | Path,
+def run_attacks(
+    sets: ImageSets,
     *,
     key: Key,
     config: PrivacyConfig,
-    output: str | Path | None = None,
-    public_dataset: str | Path | None = None,
+    attacks: Sequence[Attack] | None = None,
     noise_seed: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> PrivacyReport:
-    """Evaluate ``key`` against the attack suite on images of ``dataset``; see module docs.
+    """Obfuscate ``sets``' victims and pairs with ``key`` and run every applicable attack.
 
-    Returns
-    -------
-    PrivacyReport
-        One result per attack and threat model (and pairs count under A2); ``summary()`` is
-        the table of their scores. With ``output``, it is also saved there (:func:`save_report`).
+    Each threat model of ``config`` is evaluated in turn, A2 once per number of known pairs
+    (the first that many of ``sets.pairs``); under each, every attack that applies (threat
+    model and scheme) runs, and the others are listed in ``skipped`` with the reason.
 
-    Examples
-    --------
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> from medveil import generate_key
-    >>> from medveil.privacy import PrivacyConfig, run_privacy
-    >>> from medveil.synthetic.write import write_dataset
-    >>> config = PrivacyConfig(
-    ...     victims=2, public=6, threats=("A1",), attacks=("mean_image", "nearest_public"),
-    ...     device="cpu",
-    ... )
-    >>> key = generate_key(preset="svd", size=32, rank=8)
-    >>> with tempfile.TemporaryDirectory() as folder:
-    ...     data = write_dataset("ovary-us", Path(folder) / "data", per_class=6, size=32)
-    ...     report = run_privacy(data.path, key=key, config=config)
-    >>> print(report.summary()[["attack", "threat", "images"]].to_string(index=False))
-            attack threat  images
-        mean_image     A1       2
-    nearest_public     A1       2
+    Parameters
+    ----------
+    sets
+        Disjoint victims, known pairs and public images (:func:`select_images`).
+    key
+        The victims' (calibrated) key; handed to the attacker only under A3.
+    config
+        Threat models, pair counts, attack names and budgets, device, batch size.
+    attacks
+        Attack instances to run instead of ``config``'s names (their own parameters).
+    noise_seed
+        Pins the obfuscation noise (reproducibility studies only).
+
+    Raises
+    ------
+    DisjointnessError
+        If the victims share an image (by id) with the public set or the pairs.
+    ConfigError
+        If A2 is asked for and ``sets`` holds no pairs.
     """
     started = time.perf_counter()
     say = progress or (lambda message: None)
     device = resolve_device(config.device)
-    need_pairs = max(config.pairs) if "A2" in config.threats else 0
-    say("loading images")
-    sets = select_images(
-        dataset,
-        size=key.params.size,
-        victims=config.victims,
-        pairs=need_pairs,
-        public=config.public,
-        seed=config.seed,
-        public_dataset=public_dataset,
-    )
+    if "A2" in config.threats and len(sets.pairs) == 0:
+        raise ConfigError("threats: A2 needs known pairs, and the image sets hold none")
     obfuscator = Obfuscator(key, noise_seed=noise_seed)
     say("obfuscating victims and pairs")
     victims = Victims.obfuscate(sets.victims, obfuscator, ids=sets.victim_ids)
-    known = Victims.obfuscate(sets.pairs, obfuscator, ids=sets.pair_ids) if need_pairs else None
-    attacks = config.build_attacks(progress)
-    report = PrivacyReport(results=[])
+    known = (
+        Victims.obfuscate(sets.pairs, obfuscator, ids=sets.pair_ids)
+        if "A2" in config.threats
+        else None
+    )
+    attacks = list(attacks) if attacks is not None else config.build_attacks(progress)
+    report = PrivacyReport(results=[], victims=victims)
     runs: list[tuple[ThreatModel, int | None]] = []
     for threat in config.threats:
         if threat == "A2":
             runs.extend((ThreatModel.A2, n) for n in sorted(config.pairs))
         else:
             runs.append((ThreatModel(threat), None))
-    kept: list[tuple[str, torch.Tensor]] = []
     for threat, pairs in runs:
         context = AttackContext(
             threat=threat,
             params=key.params,
             public=sets.public,
             public_ids=sets.public_ids,
-            pair_originals=known.originals[:pairs] if pairs else None,
+            pair_originals=known.originals[:pairs] if pairs and known else None,
             pair_obfuscated=known.obfuscated[:pairs] if pairs and known else None,
             pair_ids=known.ids[:pairs] if pairs and known else None,
             key=key if threat is ThreatModel.A3 else None,
@@ -374,12 +362,10 @@ def run_privacy(
                     context, victims, batch_size=config.batch_size, keep_reconstructions=True
                 )
                 if result.reconstructions is not None:
-                    kept.append((label, result.reconstructions[: config.examples]))
+                    report.examples.append((label, result.reconstructions[: config.examples]))
                     result.reconstructions = None
             report.results.append((result, pairs))
     report.info = {
-        "dataset": Path(dataset).name,
-        "public_dataset": None if public_dataset is None else Path(public_dataset).name,
         "key_fingerprint": key.fingerprint,
         "params": key.params.to_dict(),
         "config": asdict(config),
@@ -390,19 +376,75 @@ def run_privacy(
         "device": str(device),
         "seconds": time.perf_counter() - started,
     }
-    if output is not None:
-        save_report(report, Path(output), victims=victims, examples=kept, count=config.examples)
     return report
 
 
-def save_report(
-    report: PrivacyReport,
-    output: Path,
+def run_privacy(
+    dataset: str | Path,
     *,
-    victims: Victims | None = None,
-    examples: Sequence[tuple[str, torch.Tensor]] = (),
-    count: int = 4,
-) -> None:
+    key: Key,
+    config: PrivacyConfig,
+    output: str | Path | None = None,
+    public_dataset: str | Path | None = None,
+    noise_seed: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> PrivacyReport:
+    """Evaluate ``key`` against the attack suite on images of ``dataset``; see module docs.
+
+    Draws the image sets (:func:`select_images`) and runs :func:`run_attacks` on them.
+
+    Returns
+    -------
+    PrivacyReport
+        One result per attack and threat model (and pairs count under A2); ``summary()`` is
+        the table of their scores. With ``output``, it is also saved there (:func:`save_report`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from medveil import generate_key
+    >>> from medveil.privacy import PrivacyConfig, run_privacy
+    >>> from medveil.synthetic.write import write_dataset
+    >>> config = PrivacyConfig(
+    ...     victims=2, public=6, threats=("A1",), attacks=("mean_image", "nearest_public"),
+    ...     device="cpu",
+    ... )
+    >>> key = generate_key(preset="svd", size=32, rank=8)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     data = write_dataset("ovary-us", Path(folder) / "data", per_class=6, size=32)
+    ...     report = run_privacy(data.path, key=key, config=config)
+    >>> frame = report.summary().to_frame()
+    >>> print(frame[["attack", "threat", "images"]].to_string(index=False))
+            attack threat  images
+        mean_image     A1       2
+    nearest_public     A1       2
+    """
+    started = time.perf_counter()
+    say = progress or (lambda message: None)
+    say("loading images")
+    sets = select_images(
+        dataset,
+        size=key.params.size,
+        victims=config.victims,
+        pairs=max(config.pairs) if "A2" in config.threats else 0,
+        public=config.public,
+        seed=config.seed,
+        public_dataset=public_dataset,
+    )
+    report = run_attacks(sets, key=key, config=config, noise_seed=noise_seed, progress=progress)
+    report.info = {
+        "dataset": Path(dataset).name,
+        "public_dataset": None if public_dataset is None else Path(public_dataset).name,
+        **report.info,
+        "seconds": time.perf_counter() - started,
+    }
+    if output is not None:
+        save_report(report, Path(output))
+    return report
+
+
+def save_report(report: PrivacyReport, output: Path) -> None:
     """Write ``summary.csv/json``, ``per_image.csv``, one JSON per result and ``examples.png``."""
     output.mkdir(parents=True, exist_ok=True)
     mark_output(output, kind="attack-run")  # keys are refused in here
@@ -410,7 +452,7 @@ def save_report(
     for result, pairs in report.results:
         name = f"{result.attack}__{result.threat}" + (f"__pairs{pairs}" if pairs else "")
         atomic_write_bytes(output / "results" / f"{name}.json", result.to_json().encode())
-    summary = report.summary()
+    summary = report.summary().to_frame()
     atomic_write_bytes(output / "summary.csv", summary.to_csv(index=False).encode())
     atomic_write_bytes(output / "per_image.csv", report.per_image().to_csv(index=False).encode())
     records = json.loads(summary.to_json(orient="records"))
@@ -418,19 +460,17 @@ def save_report(
         output / "summary.json",
         {"info": report.info, "summary": records, "skipped": report.skipped},
     )
-    if victims is not None and examples:
-        atomic_write_bytes(output / "examples.png", _examples_png(victims, examples, count))
+    if report.victims is not None and report.examples:
+        atomic_write_bytes(output / "examples.png", _examples_png(report.victims, report.examples))
 
 
-def _examples_png(
-    victims: Victims, examples: Sequence[tuple[str, torch.Tensor]], count: int
-) -> bytes:
+def _examples_png(victims: Victims, examples: Sequence[tuple[str, torch.Tensor]]) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    count = min(count, len(victims))
+    count = min(len(victims), *(len(images) for _, images in examples))
     rows = [("original", victims.originals[:count]), ("obfuscated", victims.obfuscated[:count])]
     rows += list(examples)
     fig = Figure(figsize=(1.9 * count + 1.6, 1.9 * len(rows)))
