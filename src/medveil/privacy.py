@@ -1,15 +1,15 @@
 """A privacy evaluation of one key on one dataset: every attack, every threat model, saved.
 
 The custodian's question is "what does an attacker get back from what I hand out?". This module
-draws disjoint victim, known-pair and public image sets from a dataset folder, obfuscates the
-victims and pairs with the key, runs the attack suite (:mod:`medveil.attacks`) under each
-requested threat model (A2 once per number of known pairs), and writes per-image and summary
-results (JSON and CSV) and a figure of example reconstructions.
+draws disjoint victim, known-pair and public image sets from a dataset folder
+(:mod:`medveil.image_sets`, whose names it re-exports), obfuscates the victims and pairs with
+the key, runs the registered attacks (:mod:`medveil.attacks`) under each requested threat
+model (A2 once per number of known pairs), and writes per-image and summary results (JSON and
+CSV) and a figure of example reconstructions.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import time
@@ -34,10 +34,9 @@ from medveil.attacks import (
     attack_spec,
     list_attacks,
 )
-from medveil.errors import ConfigError, ImageLoadError
+from medveil.errors import ConfigError
+from medveil.image_sets import ImageSets, select_images
 from medveil.keys import Key
-from medveil.layout import scan_dataset
-from medveil.loading import LoadOptions, load_image
 from medveil.machine import resolve_device
 from medveil.obfuscator import Obfuscator
 from medveil.outputs import mark_output
@@ -109,7 +108,7 @@ class PrivacyConfig:
             raise ConfigError("decoder_steps, decoder_seconds and mda_steps must be positive")
 
     def attack_names(self) -> tuple[str, ...]:
-        """The attacks to run, in table order (``all``: every registered attack)."""
+        """The attacks to run, in the order given (``all``: every registered one, in table order)."""
         return list_attacks() if "all" in self.attacks else tuple(self.attacks)
 
     def build_attacks(self, progress: Callable[[str], None] | None = None) -> list[Attack]:
@@ -139,104 +138,6 @@ class PrivacyConfig:
                 params["seed"] = self.seed
             attacks.append(spec.create(**params))
         return attacks
-
-
-@dataclass(frozen=True)
-class ImageSets:
-    """Disjoint image sets ``(B, n, n)`` in [0, 1] with stable ids (relative paths)."""
-
-    victims: torch.Tensor
-    victim_ids: tuple[str, ...]
-    pairs: torch.Tensor
-    pair_ids: tuple[str, ...]
-    public: torch.Tensor
-    public_ids: tuple[str, ...]
-    skipped: tuple[str, ...] = ()
-
-
-def _load_many(
-    root: Path, paths: Sequence[Path], size: int, want: int, seen: set[str]
-) -> tuple[list, list, list, int]:
-    """Load up to ``want`` images; returns images, ids, problems and how many paths were used.
-
-    ``seen`` holds content hashes of images already drawn: an exact duplicate under another
-    file name (public datasets have them) would otherwise sit on both sides of a split.
-    """
-    images, ids, skipped = [], [], []
-    options = LoadOptions(size=size)
-    used = 0
-    for path in paths:
-        if len(images) >= want:
-            break
-        used += 1
-        try:
-            image = load_image(root / path, options=options)
-        except ImageLoadError as exc:
-            skipped.append(str(exc))
-            continue
-        digest = hashlib.sha256(image.tobytes()).hexdigest()
-        if digest in seen:
-            skipped.append(f"{path}: duplicate of an image already drawn")
-            continue
-        seen.add(digest)
-        images.append(image)
-        ids.append(str(path))
-    return images, ids, skipped, used
-
-
-def select_images(
-    dataset: str | Path,
-    *,
-    size: int,
-    victims: int,
-    pairs: int,
-    public: int,
-    seed: int = 0,
-    public_dataset: str | Path | None = None,
-) -> ImageSets:
-    """Draw disjoint victims, known pairs and public images (seeded).
-
-    Victims and pairs come from ``dataset``; the public set from ``public_dataset`` when given
-    (a different source of the same modality), else from the rest of ``dataset``. Bad files and
-    exact duplicates (same pixels under another name) are passed over and listed in ``skipped``.
-    """
-    index = scan_dataset(dataset)
-    items = [item.path for split in index.splits.values() for item in split]
-    order = [items[i] for i in np.random.default_rng(seed).permutation(len(items))]
-    seen: set[str] = set()
-    vic, vic_ids, bad1, used = _load_many(index.root, order, size, victims, seen)
-    rest = order[used:]
-    pr, pr_ids, bad2, used = _load_many(index.root, rest, size, pairs, seen)
-    rest = rest[used:]
-    if public_dataset is not None:
-        pub_index = scan_dataset(public_dataset)
-        pub_items = [i.path for split in pub_index.splits.values() for i in split]
-        pub_order = [
-            pub_items[i] for i in np.random.default_rng(seed + 1).permutation(len(pub_items))
-        ]
-        pub, pub_ids, bad3, _ = _load_many(pub_index.root, pub_order, size, public, seen)
-        pub_ids = [f"public:{p}" for p in pub_ids]
-    else:
-        pub, pub_ids, bad3, _ = _load_many(index.root, rest, size, public, seen)
-    if len(vic) < victims or len(pr) < pairs or len(pub) < public:
-        raise ConfigError(
-            f"{index.root}: not enough images for {victims} victims, {pairs} pairs and "
-            f"{public} public images (got {len(vic)}, {len(pr)}, {len(pub)}); "
-            "lower the counts or give a separate public dataset"
-        )
-
-    def stack(images: list[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack(images)) if images else torch.zeros(0, size, size)
-
-    return ImageSets(
-        victims=stack(vic),
-        victim_ids=tuple(vic_ids),
-        pairs=stack(pr),
-        pair_ids=tuple(pr_ids),
-        public=stack(pub),
-        public_ids=tuple(pub_ids),
-        skipped=tuple(bad1 + bad2 + bad3),
-    )
 
 
 @dataclass
