@@ -10,10 +10,12 @@ Usage::
 Schemes are the names in ``common.SCHEMES`` or ``multistage-b<bits>-eta<noise>-k<rank>``
 (any subset of the options). For each scheme a fresh key is drawn and calibrated on the public
 images only; victims, known pairs and public images are disjoint (drawn by
-``medveil.privacy.select_images``). Writes, per scheme, the full results folder
-(``summary.csv``, ``per_image.csv``, ``examples.png``) under ``--out`` (a scheme whose folder is
-complete is reused unless ``--rerun``) and prints a Markdown table (also saved as
-``privacy-<dataset>.md`` in ``--out``).
+``medveil.privacy.select_images``; with ``--distinct-groups`` no near-duplicate group is in two
+of them). Writes, per scheme, the full results folder (``summary.csv``, ``per_image.csv``,
+``examples.png``) under ``--out`` (a scheme whose folder is complete is reused unless
+``--rerun``) and prints the scores as Markdown (``medveil.attacks.PrivacySummary``, one row per
+scheme, attack, threat model and pairs count; also saved as ``privacy-<dataset>.md`` in
+``--out``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 from common import dataset_name, duplicate_groups, groups_by_path, scheme_params
 
+from medveil.attacks import PrivacySummary
 from medveil.calibration import calibrate
 from medveil.keys import generate_key
 from medveil.machine import describe
@@ -38,28 +41,6 @@ def peak_rss_gib() -> float:
     """Peak resident memory of this process so far (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (2**30 if sys.platform == "darwin" else 2**20)
-
-
-def markdown(frame: pd.DataFrame) -> str:
-    lines = [
-        "| scheme | attack | threat | pairs | SSIM mean ± std | SSIM max | PSNR clipped | "
-        "PSNR unclipped | top-1 (chance) | s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in frame.to_dict(orient="records"):
-        pairs = "" if pd.isna(row.get("pairs")) else str(int(row["pairs"]))
-        if not pd.isna(row.get("ssim_mean", float("nan"))):
-            cells = (
-                f"{row['ssim_mean']:.3f} ± {row['ssim_std']:.3f} | {row['ssim_max']:.3f} | "
-                f"{row['psnr_mean']:.2f} | {row['psnr_unclipped_mean']:.2f} | |"
-            )
-        else:
-            cells = f" | | | | {row['top1_mean']:.3f} ({row['chance_top1']:.3f}) |"
-        lines.append(
-            f"| {row['scheme']} | {row['attack']} | {row['threat']} | {pairs} | {cells} "
-            f"{row['seconds']:.0f} |"
-        )
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -159,7 +140,7 @@ def main() -> None:
                 ),
             )
             print(f"   done [peak RSS so far {peak_rss_gib():.2f} GiB]", flush=True)
-            frame = report.summary()
+            frame = report.summary().to_frame()
             frame.insert(0, "scheme", scheme)
             frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
@@ -182,7 +163,7 @@ def main() -> None:
         )
         + ".\n\n"
     )
-    text = header + markdown(table) + "\n"
+    text = header + PrivacySummary.from_frame(table, groups=("scheme",)).to_markdown() + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"privacy-{name}.md").write_text(text)
     table.to_csv(args.out / f"privacy-{name}.csv", index=False)

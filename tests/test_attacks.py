@@ -41,7 +41,7 @@ from medveil.attacks import (
     ThreatModel,
     Victims,
     base,
-    run_suite,
+    content_ids,
 )
 from medveil.attacks.gram import fit_gram, sign_rule
 from medveil.attacks.kpl import leave_one_out_errors, pooled_features
@@ -50,6 +50,7 @@ from medveil.calibration import calibrate
 from medveil.keys import Key, SchemeParams, generate_key
 from medveil.metrics import METRIC_NAMES, reconstruction_metrics, ssim
 from medveil.obfuscator import Obfuscator
+from medveil.privacy import ImageSets, PrivacyConfig, run_attacks
 
 N = 32
 RANK = 5  # true rank of the plaid images
@@ -677,7 +678,11 @@ def test_disjointness_is_enforced_by_content_and_by_id(plaid_sets: dict[str, tor
             pair_obfuscated=known.obfuscated,
         )
     with pytest.raises(DisjointnessError):
-        run_suite(key, public=public, victims=torch.cat([images, public[:1]]), threats=["A1"])
+        run_attacks(
+            image_sets(victims=torch.cat([images, public[:1]]), public=public),
+            key=key,
+            config=PrivacyConfig(threats=("A1",), device="cpu"),
+        )
 
 
 def test_context_grants_exactly_the_threat_models_knowledge(
@@ -721,7 +726,22 @@ def test_result_round_trips_through_json_and_csv(
     np.testing.assert_equal(AttackResult.from_json(reid.to_json()).summary(), reid.summary())
 
 
-def test_run_suite_runs_every_applicable_attack() -> None:
+def image_sets(
+    *, victims: torch.Tensor, public: torch.Tensor, pairs: torch.Tensor | None = None
+) -> ImageSets:
+    """Image sets named by content hash, so that a shared image is caught whatever its name."""
+    pairs = torch.zeros(0, *victims.shape[1:]) if pairs is None else pairs
+    return ImageSets(
+        victims=victims,
+        victim_ids=content_ids(victims),
+        pairs=pairs,
+        pair_ids=content_ids(pairs),
+        public=public,
+        public_ids=content_ids(public),
+    )
+
+
+def test_run_attacks_runs_every_applicable_attack() -> None:
     public, pairs, images = blobs(40, 1), blobs(40, 2), blobs(8, 3)
     key = calibrate(generate_key(preset="multistage", size=N, rank=8), public)
     attacks = [
@@ -735,10 +755,14 @@ def test_run_suite_runs_every_applicable_attack() -> None:
         GramAttack(),
         CovarianceAttack(),
     ]
-    suite = run_suite(
-        key, public=public, victims=images, pairs=pairs, attacks=attacks, noise_seed=0
+    report = run_attacks(
+        image_sets(victims=images, public=public, pairs=pairs),
+        key=key,
+        config=PrivacyConfig(pairs=(len(pairs),), device="cpu"),
+        attacks=attacks,
+        noise_seed=0,
     )
-    ran = {(r.attack, str(r.threat)) for r in suite.results}
+    ran = {(r.attack, str(r.threat)) for r, _ in report.results}
     assert ran == {
         ("reid", "A1"),
         ("covariance", "A1"),
@@ -755,10 +779,10 @@ def test_run_suite_runs_every_applicable_attack() -> None:
         ("reid", "A3"),
         ("covariance", "A3"),
     }
-    skipped = {(a, t) for a, t, _ in suite.skipped}
+    skipped = {(s["attack"], s["threat"]) for s in report.skipped}
     assert ("gram", "A1") in skipped and ("mda", "A1") in skipped
-    table = suite.summary()
-    assert len(table) == len(suite.results) and {
+    table = report.summary().to_frame()
+    assert len(table) == len(report.results) and {
         "ssim_mean",
         "psnr_unclipped_mean",
         "top1_mean",

@@ -49,7 +49,7 @@ def test_svd_preset_is_reconstructed_and_results_are_saved(dataset, tmp_path):
         device="cpu",
     )
     report = run_privacy(dataset, key=key, config=config, output=tmp_path / "attack")
-    summary = report.summary().set_index(["attack", "threat"])
+    summary = report.summary().to_frame().set_index(["attack", "threat"])
     # The svd preset hands out Z itself: the public basis gets much closer than the best
     # key-free guess, the mean public image.
     sets = select_images(dataset, size=32, victims=10, pairs=10, public=30)

@@ -25,6 +25,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from typer.core import TyperCommand, TyperOption
 
 from medveil.errors import MedveilError
 
@@ -628,7 +629,42 @@ def sweep_rank_command(
     Console().print(result.table.to_string(index=False))
 
 
-@app.command("attack")
+class _AttackCommand(TyperCommand):
+    """The ``attack`` command, whose help lists the attack registry as it stands.
+
+    The list is read when help is shown, not when this module is imported: importing the
+    attacks (torch) for every command would slow them all, and an attack registered later
+    (a plug-in, a test) appears too.
+    """
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from medveil.attacks import ThreatModel, attack_specs
+        from medveil.attacks.registry import needs_text
+
+        specs = attack_specs()
+        for param in self.params:
+            if param.name == "attacks" and isinstance(param, TyperOption):
+                param.help = (
+                    "Comma-separated attack names, or 'all': "
+                    + ", ".join(spec.name for spec in specs)
+                    + "."
+                )
+            elif param.name == "threat" and isinstance(param, TyperOption):
+                param.help = "Comma-separated threat models among " + ",".join(ThreatModel) + "."
+        listing = "\n".join(
+            f"{spec.name}: {spec.label} ({', '.join(sorted(spec.threats))}; needs "
+            f"{needs_text(spec)})"
+            for spec in specs
+        )
+        summary = (self.help or "").split("\n\n")[0]  # the docstring's first paragraph
+        self.help = (
+            f"{summary}\n\nAttacks (threat models; what the attacker needs):\n\n"
+            f"\b\n{escape(listing)}"
+        )
+        super().format_help(ctx, formatter)
+
+
+@app.command("attack", cls=_AttackCommand)
 def attack_command(
     dataset: Annotated[
         Path, typer.Argument(help="The custodian's dataset folder (victims, pairs).")
@@ -684,36 +720,8 @@ def attack_command(
             )
     except (MedveilError, ValueError) as exc:
         raise _failed(exc) from None
-    table = Table(title=f"attacks on key {key.fingerprint} ({key.params.preset})")
-    for column in (
-        "attack",
-        "threat",
-        "pairs",
-        "SSIM mean",
-        "SSIM max",
-        "PSNR",
-        "PSNR unclipped",
-        "top-1 / chance",
-    ):
-        table.add_column(column, justify="right" if column != "attack" else "left")
-    for row in report.summary().to_dict(orient="records"):
-        pairs_text = (
-            ""
-            if row.get("pairs") in (None, "") or row["pairs"] != row["pairs"]
-            else str(int(row["pairs"]))
-        )
-        if "ssim_mean" in row and row["ssim_mean"] == row["ssim_mean"]:
-            cells = [
-                f"{row['ssim_mean']:.3f}",
-                f"{row['ssim_max']:.3f}",
-                f"{row['psnr_mean']:.2f}",
-                f"{row['psnr_unclipped_mean']:.2f}",
-                "",
-            ]
-        else:
-            cells = ["", "", "", "", f"{row['top1_mean']:.3f} / {row['chance_top1']:.3f}"]
-        table.add_row(row["attack"], row["threat"], pairs_text, *cells)
-    Console().print(table)
+    title = f"attacks on key {key.fingerprint} ({key.params.preset})"
+    Console().print(report.summary().to_rich(title=title))
     console.print(f"results (JSON, CSV, examples.png) in {_text(output)}")
 
 

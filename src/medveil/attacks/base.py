@@ -55,10 +55,13 @@ RESULT_VERSION = 1
 
 
 class ThreatModel(StrEnum):
-    """What the attacker knows (``METHOD.md``, "Threat models")."""
+    """What the attacker knows (``METHOD.md``, "Threat models").
 
-    A0 = "A0"  #: observer: obfuscated arrays only
-    A1 = "A1"  #: informed: A0 + scheme parameters (not the key) + public images of the modality
+    ``METHOD.md``'s A0 (an observer with the obfuscated arrays alone) is not a member: every
+    attack needs public images (:mod:`medveil.attacks.registry`), so none runs under it.
+    """
+
+    A1 = "A1"  #: informed: the obfuscated arrays, scheme parameters (not the key), public images
     A2 = "A2"  #: known plaintext: A1 + N (original, obfuscated) pairs under the victims' key
     A3 = "A3"  #: key leaked: A1 + the key (V_k, quantization error and noise stay unknown)
 
@@ -182,11 +185,7 @@ class AttackContext:
         object.__setattr__(self, "threat", threat)
         object.__setattr__(self, "device", torch.device(self.device))
         has_pairs = self.pair_originals is not None or self.pair_obfuscated is not None
-        if threat is ThreatModel.A0 and (
-            self.public is not None or has_pairs or self.key is not None
-        ):
-            raise ValueError("A0: the observer knows nothing but the obfuscated arrays")
-        if threat is not ThreatModel.A0 and self.public is None:
+        if self.public is None:
             raise ValueError(f"{threat}: public images are required")
         if has_pairs != (threat is ThreatModel.A2):
             raise ValueError(f"{threat}: known pairs are given under A2 and only under A2")
@@ -416,7 +415,7 @@ class ReconstructionAttack(Attack):
     ) -> Reconstructor:
         """Prepare the attack from the attacker's knowledge alone.
 
-        ``observed`` holds every victim's obfuscated array (what even an A0 observer sees; the
+        ``observed`` holds every victim's obfuscated array (what any observer sees; the
         keyless attacks learn from their joint statistics). The attack may record
         JSON-serialisable facts (a training history, a residual) in ``extra``, during fitting or
         reconstruction; they end up in the result's ``extra``.

@@ -8,10 +8,20 @@ from typing import Any, ClassVar
 import torch
 
 from medveil.attacks.base import AttackContext, ReconstructionAttack, Reconstructor, ThreatModel
+from medveil.attacks.registry import register_attack
 
 __all__ = ["MeanImageBaseline"]
 
 
+@register_attack(
+    label="Mean public image (yardstick)",
+    summary=(
+        "The mean public image, the same for every victim: not an attack but the yardstick; "
+        "an attack recovers something of the victim only where it scores above it."
+    ),
+    needs=("public",),
+    order=10,
+)
 @dataclass(frozen=True, kw_only=True)
 class MeanImageBaseline(ReconstructionAttack):
     """``X_hat = mean of the public images`` for every victim: it ignores ``Y`` entirely.

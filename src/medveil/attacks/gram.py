@@ -20,6 +20,7 @@ from medveil.attacks.base import (
     ThreatModel,
 )
 from medveil.attacks.recovery import factors, public_basis
+from medveil.attacks.registry import register_attack
 from medveil.keys import LeftProjection, Preset, RightProjection
 
 __all__ = [
@@ -142,6 +143,15 @@ def fit_gram(observed: torch.Tensor, context: AttackContext, *, seed: int) -> _G
     return _GramFit(offset, row_space.to(context.dtype), diag.to(context.dtype))
 
 
+@register_attack(
+    label="Gram joint diagonalisation",
+    summary=(
+        "Keyless: recovers the factor under a right-only projection from the joint statistics "
+        "of the obfuscated arrays; the public images fix scale and basis."
+    ),
+    needs=("public",),
+    order=100,
+)
 @dataclass(frozen=True, kw_only=True)
 class GramAttack(ReconstructionAttack):
     """Keyless recovery of ``Z`` under a right-only projection, then ``X_hat = Z_hat V_hat^T``.
@@ -194,6 +204,15 @@ def _sign_fit(obs: torch.Tensor, pub: torch.Tensor, iterations: int = 20) -> tor
     return s
 
 
+@register_attack(
+    label="Covariance (PCA) attack",
+    summary=(
+        "Keyless: recovers a fixed orthogonal left projection from the covariance of the "
+        "obfuscated arrays against that of the public images."
+    ),
+    needs=("public",),
+    order=110,
+)
 @dataclass(frozen=True, kw_only=True)
 class CovarianceAttack(ReconstructionAttack):
     """PCA attack on a fixed orthogonal left projection.

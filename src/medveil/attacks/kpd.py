@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medveil.attacks.base import AttackContext, ReconstructionAttack, Reconstructor, ThreatModel
+from medveil.attacks.registry import register_attack
 from medveil.metrics import ssim
 
 __all__ = ["BilinearUNet", "KnownPlaintextDecoderAttack"]
@@ -59,6 +60,12 @@ class BilinearUNet(nn.Module):
         return (self.head(self.dec(torch.cat([e1, up], dim=1))) + self.linear(lift))[:, 0]
 
 
+@register_attack(
+    label="Known-plaintext decoder",
+    summary=("A convolutional decoder trained on the known pairs."),
+    needs=("public", "pairs"),
+    order=80,
+)
 @dataclass(frozen=True, kw_only=True)
 class KnownPlaintextDecoderAttack(ReconstructionAttack):
     """Train :class:`BilinearUNet` on the known pairs, minimising ``MSE + l1_weight * L1``.

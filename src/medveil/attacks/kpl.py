@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from medveil.attacks.base import AttackContext, ReconstructionAttack, Reconstructor, ThreatModel
+from medveil.attacks.registry import register_attack
 
 __all__ = ["KnownPlaintextLinearAttack", "leave_one_out_errors", "pooled_features"]
 
@@ -53,6 +54,14 @@ def leave_one_out_errors(
     return errors
 
 
+@register_attack(
+    label="Known-plaintext linear attack",
+    summary=(
+        "Ridge regression from the obfuscated arrays to the images, learned from the known pairs."
+    ),
+    needs=("public", "pairs"),
+    order=70,
+)
 @dataclass(frozen=True, kw_only=True)
 class KnownPlaintextLinearAttack(ReconstructionAttack):
     """``X_hat = mu_X + (f(Y) - mu_f) W`` with ``W`` the ridge solution on the known pairs.

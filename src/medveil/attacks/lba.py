@@ -14,6 +14,7 @@ from medveil.attacks.recovery import (
     public_basis,
     self_made_pairs,
 )
+from medveil.attacks.registry import register_attack
 from medveil.keys import Preset
 from medveil.stages import dequantize, quantize
 
@@ -34,6 +35,16 @@ def leading_bits(codes: torch.Tensor, *, bits: int, keep: int) -> torch.Tensor:
     return (coarse + (1 << (drop - 1))).clamp(max=(1 << bits) - 1)
 
 
+@register_attack(
+    label="Leading Bit Attack",
+    summary=(
+        "Inverts the projection (with the key, or by least squares on the pairs), keeps the "
+        "most significant bits of the re-quantized factor and re-synthesises with the public "
+        "basis."
+    ),
+    needs=("public",),
+    order=40,
+)
 @dataclass(frozen=True, kw_only=True)
 class LeadingBitAttack(ReconstructionAttack):
     """For ``t = 1 ... b``: ``X_hat_t = deq(MSB_t(Q_b(Z_hat))) V_hat^T``; reports every ``t``.

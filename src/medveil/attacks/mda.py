@@ -18,6 +18,7 @@ from medveil.attacks.base import (
 )
 from medveil.attacks.public_basis import PublicBasisAttack
 from medveil.attacks.recovery import batched
+from medveil.attacks.registry import register_attack
 from medveil.keys import Preset
 from medveil.stages import dequantize, project, quantize
 
@@ -92,6 +93,15 @@ def _mda_threats(context: AttackContext) -> str | None:
     return None
 
 
+@register_attack(
+    label="Minimum Difference Attack",
+    summary=(
+        "Searches, from the public mean image, for the image whose noiseless obfuscation "
+        "matches the victim's (multistage: with the leaked key only)."
+    ),
+    needs=("public",),
+    order=50,
+)
 @dataclass(frozen=True, kw_only=True)
 class MinimumDifferenceAttack(ReconstructionAttack):
     """``X_hat = argmin_{X in [0,1]^{n x n}} ||Obf_K(X; noise off) - Y||^2 / ||Y||^2 + lambda TV(X)``.
@@ -209,6 +219,16 @@ class MinimumDifferenceAttack(ReconstructionAttack):
         return reconstruct
 
 
+@register_attack(
+    label="Minimum Difference Attack, pool variant",
+    summary=(
+        "Re-identifies each victim as the candidate, among public images and the victims' "
+        "originals, whose noiseless obfuscation is closest (multistage: with the leaked key "
+        "only)."
+    ),
+    needs=("public",),
+    order=60,
+)
 @dataclass(frozen=True, kw_only=True)
 class MinimumDifferencePoolAttack(MatchingAttack):
     """Pool variant: match ``Y`` to the candidate ``X_c`` minimising ``||Obf_K(X_c; noise off) - Y||^2``.

@@ -17,12 +17,23 @@ from medveil.attacks.base import (
     ThreatModel,
 )
 from medveil.attacks.recovery import factor_inverse, factors
+from medveil.attacks.registry import register_attack
 from medveil.attacks.reid import observed_spectra, output_offset, plain_spectra, standardise
 from medveil.keys import Preset
 
 __all__ = ["NearestPublicAttack"]
 
 
+@register_attack(
+    label="Nearest public image",
+    summary=(
+        "Returns the public images that look most like the victim through the obfuscation (by "
+        "singular-value spectrum, or by the recovered factor where the key or pairs allow): "
+        "what picking look-alikes alone achieves."
+    ),
+    needs=("public",),
+    order=20,
+)
 @dataclass(frozen=True, kw_only=True)
 class NearestPublicAttack(ReconstructionAttack):
     """``X_hat = (1/m) sum_{j in N_m(Y)} P_j``: the mean of the ``m`` public images ``P_j``

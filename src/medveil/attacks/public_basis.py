@@ -10,11 +10,21 @@ import torch
 
 from medveil.attacks.base import AttackContext, ReconstructionAttack, Reconstructor, ThreatModel
 from medveil.attacks.recovery import factor_inverse, public_basis, self_made_pairs
+from medveil.attacks.registry import register_attack
 from medveil.keys import Preset
 
 __all__ = ["PublicBasisAttack"]
 
 
+@register_attack(
+    label="Public-basis attack",
+    summary=(
+        "Re-synthesises the image from whatever factor the attacker recovers (the svd output "
+        "itself, or via the key or pairs) and a basis estimated from the public images."
+    ),
+    needs=("public",),
+    order=30,
+)
 @dataclass(frozen=True, kw_only=True)
 class PublicBasisAttack(ReconstructionAttack):
     """``X_hat = Z_hat V_hat^T``, and ``X_hat + M (I - V_hat V_hat^T)`` with ``M`` the mean public

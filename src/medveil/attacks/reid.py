@@ -11,6 +11,7 @@ import torch
 from medveil.attacks.base import AttackContext, MatchingAttack, ThreatModel
 from medveil.attacks.gram import offset_by_orthogonality, offset_by_rank
 from medveil.attacks.recovery import batched
+from medveil.attacks.registry import register_attack
 from medveil.keys import Preset, RightProjection, SchemeParams
 from medveil.stages import truncated_svd
 
@@ -74,6 +75,15 @@ def plain_spectra(context: AttackContext, images: torch.Tensor, *, floor: float)
     return _log_spectrum(torch.cat(values), floor)
 
 
+@register_attack(
+    label="Re-identification",
+    summary=(
+        "Matches each obfuscated victim to its original in a plaintext pool by key-invariant "
+        "statistics (the singular-value spectrum) and an assignment solver."
+    ),
+    needs=("public",),
+    order=90,
+)
 @dataclass(frozen=True, kw_only=True)
 class ReidentificationAttack(MatchingAttack):
     """Match by the log singular-value spectrum, one-to-one by the Hungarian algorithm.

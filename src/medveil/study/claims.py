@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from medveil.attacks import attack_spec
+
 __all__ = ["ACCURACY_TARGET", "SSIM_TARGET", "thesis_claims"]
 
 #: The thesis: every CNN above 85% accuracy on obfuscated images.
@@ -56,7 +58,8 @@ def thesis_claims(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     baseline = _worst([r for r in privacy if r["attack"] == "mean_image"], "ssim_mean")
     # SSIM rewards the shared dark background and average anatomy: quote the know-nothing score.
     yardstick = "" if baseline is None else f"; the mean public image scores {baseline['ssim_mean']:.3f}"
-    for attack, label in (("lba", "Leading Bit Attack"), ("mda", "Minimum Difference Attack")):
+    for attack in ("lba", "mda"):
+        label = attack_spec(attack).label
         rows = [r for r in privacy if r["attack"] == attack]
         ssim = _worst(rows, "ssim_mean")
         psnr = _worst(rows, "psnr_unclipped_mean")

@@ -17,9 +17,9 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from medveil.attacks import list_attacks
 from medveil.errors import ConfigError
 from medveil.keys import LeftProjection, Preset, RightProjection
-from medveil.privacy import ATTACK_NAMES
 from medveil.synthetic import DATASETS
 from medveil.training.models import MODELS
 from medveil.training.stems import STEMS
@@ -195,9 +195,9 @@ class PrivacyStudyConfig:
         _require(len(self.threats) >= 1, "threats", "must name at least one threat model")
         for attack in self.attacks:
             _require(
-                attack == "all" or attack in ATTACK_NAMES,
+                attack == "all" or attack in list_attacks(),
                 "attacks",
-                f"unknown attack {attack!r}; choose from all, {', '.join(ATTACK_NAMES)}",
+                f"unknown attack {attack!r}; choose from all, {', '.join(list_attacks())}",
             )
         _require(self.decoder_steps >= 1, "decoder_steps", "must be at least 1")
         _require(self.decoder_seconds > 0, "decoder_seconds", "must be positive")

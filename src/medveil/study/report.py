@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from medveil.atomic import atomic_write_bytes
+from medveil.attacks import PrivacySummary, attack_specs
 from medveil.study.metrics import collect_metrics
 
 __all__ = ["render_report", "write_report"]
@@ -109,10 +110,6 @@ def _image(path: Path, alt: str) -> str:
     return f'<img class="fig" alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _pairs(value: Any) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(int(value))
-
-
 def _claims_section(metrics: dict[str, Any]) -> str:
     rows = [
         (_e(c["claim"]), _e(c["thesis"]), _e(c["ours"]), _badge(c["met"])) for c in metrics["claims"]
@@ -203,6 +200,18 @@ def _utility_section(run_dir: Path, metrics: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _attack_legend(rows: Sequence[dict[str, Any]]) -> str:
+    """The registry's label and summary of each attack in ``rows``, in table order."""
+    present = {r["attack"] for r in rows}
+    items = [
+        f"<li><code>{_e(spec.name)}</code> ({_e(spec.label)}; "
+        f"{_e(', '.join(sorted(spec.threats)))}): {_e(spec.summary)}</li>"
+        for spec in attack_specs()
+        if spec.name in present
+    ]
+    return f"<ul>{''.join(items)}</ul>" if items else ""
+
+
 def _privacy_section(run_dir: Path, metrics: dict[str, Any]) -> str:
     cfg = metrics["config"]["privacy"]
     parts = [
@@ -214,33 +223,13 @@ def _privacy_section(run_dir: Path, metrics: dict[str, Any]) -> str:
         "[0, 1] images; PSNR unclipped keeps the reconstruction's out-of-range values. "
         "Re-identification: top-1/top-5 accuracy of matching each obfuscated victim to its "
         "original among all candidates (chance in brackets). The <code>mean_image</code> row is "
-        "the yardstick, not an attack: the mean public image, the same for every victim. An "
-        "attack recovers something of the victim only where it scores above that row. The "
-        "<code>nearest_public</code> row returns the public images that look most like the "
-        "victim through the obfuscation (by singular-value spectrum, or by the recovered factor "
-        "where the key or pairs allow): it shows what picking look-alikes alone achieves.</p>",
+        "the yardstick, not an attack: an attack recovers something of the victim only where "
+        "it scores above that row.</p>",
+        _attack_legend(metrics["privacy"]),
     ]
     for preset in ("svd", "multistage"):
-        rows = []
-        for r in (r for r in metrics["privacy"] if r["preset"] == preset):
-            reconstruction = r.get("ssim_mean") is not None
-            rows.append((
-                _e(r["attack"]), _e(r["threat"]), _pairs(r.get("pairs")),
-                f"{_num(r.get('ssim_mean'))} ± {_num(r.get('ssim_std'))}" if reconstruction else "",
-                _num(r.get("ssim_max")) if reconstruction else "",
-                _num(r.get("psnr_mean"), 2) if reconstruction else "",
-                _num(r.get("psnr_unclipped_mean"), 2) if reconstruction else "",
-                "" if reconstruction else
-                f"{_num(r.get('top1_mean'))} ({_num(r.get('chance_top1'))})",
-                "" if reconstruction else _num(r.get("top5_mean")),
-                _num(r.get("seconds"), 1),
-            ))
-        parts += [
-            f"<h3>{_e(preset)} preset</h3>",
-            _table(("attack", "threat", "pairs", "SSIM mean ± std", "SSIM max", "PSNR dB",
-                    "PSNR unclipped dB", "top-1 (chance)", "top-5", "s"), rows, left=2,
-                   table_id=f"privacy-{preset}"),
-        ]
+        summary = PrivacySummary.from_records(r for r in metrics["privacy"] if r["preset"] == preset)
+        parts += [f"<h3>{_e(preset)} preset</h3>", summary.to_html(table_id=f"privacy-{preset}")]
     parts += [
         "<h3>Example reconstructions</h3>",
         '<p class="note">The first victims: original, what the attacker holds, then each '
