@@ -115,12 +115,17 @@ class PrivacyConfig:
     def __post_init__(self) -> None:
         if self.victims < 1 or self.public < 1 or any(p < 1 for p in self.pairs):
             raise ConfigError("victims, public and every pairs count must be positive")
+        if not self.threats:
+            raise ConfigError("must name at least one threat model", field="threats")
         for threat in self.threats:
             if threat not in ("A1", "A2", "A3"):
-                raise ConfigError(f"threats: unknown threat model {threat!r} (A1, A2, A3)")
+                raise ConfigError(f"unknown threat model {threat!r} (A1, A2, A3)", field="threats")
         unknown = [a for a in self.attacks if a != "all" and a not in ATTACK_NAMES]
         if unknown:
-            raise ConfigError(f"attacks: unknown {unknown}; choose from {', '.join(ATTACK_NAMES)}")
+            raise ConfigError(
+                f"unknown attack {unknown[0]!r}; choose from all, {', '.join(ATTACK_NAMES)}",
+                field="attacks",
+            )
         if self.decoder_steps < 1 or self.decoder_seconds <= 0 or self.mda_steps < 1:
             raise ConfigError("decoder_steps, decoder_seconds and mda_steps must be positive")
 
