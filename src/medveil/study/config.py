@@ -19,6 +19,7 @@ filled in by :meth:`StudyConfig.scheme`, :meth:`StudyConfig.train_config` and
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
@@ -288,6 +289,9 @@ def _type_name(kind: Any) -> str:
     return getattr(kind, "__name__", str(kind))
 
 
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(kind: Any, value: Any, name: str) -> Any:
     """Check ``value`` against the annotation ``kind``; YAML lists become tuples.
 
@@ -309,6 +313,8 @@ def _coerce(kind: Any, value: Any, name: str) -> Any:
         return tuple(_coerce(inner, v, name) for v in value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str) and _EXPONENT.fullmatch(value):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
     if kind is Path:
         kind = str
     if kind in (int, float, str, bool) and (
