@@ -95,8 +95,8 @@ class KeyParameterError(InvalidKeyError, ConfigError):
 
 
 class RunError(MedveilError, ValueError):
-    """A training run folder cannot be used: not empty, not a run, nothing to resume, or resumed
-    with other settings or data."""
+    """A training run folder cannot be used: not empty, not a run, nothing to resume, resumed
+    with other settings or data, or evaluated on data it was not trained for."""
 
 
 class StudyError(MedveilError, ValueError):
