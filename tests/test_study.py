@@ -222,6 +222,18 @@ def test_resolved_config_round_trips_through_yaml() -> None:
     assert StudyConfig.from_dict(yaml.safe_load(config.to_yaml())) == config
 
 
+def test_cli_sets_any_library_parameter_and_rejects_it_out_of_bounds(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["study", "-o", str(tmp_path / "run"), "--keys", str(tmp_path / "keys"),
+              "--set", "obfuscation.solver=exact", "--set", "training.schedule=linear"],
+    )
+    assert result.exit_code == 2
+    assert result.output == (
+        "error: training.schedule: must be 'onecycle' or 'cosine', got 'linear'\n"
+    )
+    assert not (tmp_path / "run").exists() and not (tmp_path / "keys").exists()
+
+
 def test_cli_rejects_a_bad_value_before_any_work(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app, ["study", "-o", str(tmp_path / "run"), "--keys", str(tmp_path / "keys"),

@@ -90,7 +90,8 @@ class ObfuscationConfig(SchemeParams):
     """The ``multistage`` key's :class:`~medveil.keys.SchemeParams`, and its calibration.
 
     The study draws one key per preset: ``multistage`` with these parameters, ``svd`` (stage 1
-    only) with the same ``size``, ``rank`` and ``solver``. The multistage key is calibrated on
+    only) with the same ``size``, ``rank``, ``solver`` and ``block_size`` (unused by stage 1,
+    but bounded by ``size``). The multistage key is calibrated on
     ``calibration_images`` training images.
     """
 
@@ -110,7 +111,8 @@ class ObfuscationConfig(SchemeParams):
         """The parameters of the study's key for ``preset``."""
         if Preset(preset) is Preset.SVD:
             return SchemeParams.for_preset(
-                Preset.SVD, size=self.size, rank=self.rank, solver=self.solver
+                Preset.SVD, size=self.size, rank=self.rank, solver=self.solver,
+                block_size=self.block_size,
             )
         return SchemeParams(**{f.name: getattr(self, f.name) for f in fields(SchemeParams)})
 
