@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from medveil.cli import app
 from medveil.keys import Preset, SchemeParams
-from medveil.privacy import ATTACK_NAMES, PrivacyConfig
+from medveil.privacy import PrivacyConfig
 from medveil.study import ConfigError, StudyError, load_config, run_study, write_report
 from medveil.study.config import (
     QUICK,
@@ -101,7 +101,7 @@ _SECTIONS = {
 # int, a float, a bool, an enumeration or a Literal, needs no entry).
 _VALUES = {
     "clip_percentile": 99.0, "augment": "flip", "stem": "resize", "model": "mobilenetv2",
-    "device": "cpu", "pairs": (7,), "threats": ("A2",), "attacks": (ATTACK_NAMES[0],),
+    "device": "cpu", "pairs": (7,), "threats": ("A2",), "attacks": ("lba",),
 }
 
 
