@@ -345,3 +345,55 @@ def test_train_evaluate_predict_from_the_shell(tmp_path):
         assert damaged.exit_code == 2, (command, damaged.output)
         assert "shard file all/images-00000.npy is" in " ".join(damaged.output.split())
         assert "truncated" in damaged.output
+
+
+def _error_exit_codes() -> dict[type[BaseException], int]:
+    """Every medveil error class (and the other errors a command may meet) and its exit code."""
+    from medveil import errors
+    from medveil.store import StoreBusyError, StoreWriteError
+
+    codes: dict[type[BaseException], int] = {
+        errors.MedveilError: 2, errors.LoadError: 2, errors.ImageLoadError: 2,
+        errors.DatasetLayoutError: 2, errors.InvalidKeyError: 2, errors.KeyParameterError: 2,
+        errors.StoreError: 2, errors.ConfigError: 2, errors.RunError: 2, errors.StudyError: 2,
+        StoreBusyError: 1, StoreWriteError: 1,
+        ValueError: 2, FileNotFoundError: 2, FileExistsError: 2, PermissionError: 1, OSError: 1,
+    }
+    # A new error class must be given its exit code here.
+    assert {getattr(errors, name) for name in errors.__all__} <= set(codes)
+    return codes
+
+
+@pytest.mark.parametrize(
+    ("error", "code"), list(_error_exit_codes().items()), ids=lambda v: getattr(v, "__name__", "")
+)
+def test_one_handler_maps_each_error_class_to_its_exit_code(tmp_path, monkeypatch, error, code):
+    import medveil.study
+    from medveil.errors import ImageLoadError
+
+    if error is ImageLoadError:
+        raised: BaseException = ImageLoadError("scan.png", "cannot be read")
+    elif issubclass(error, OSError):
+        raised = error(13, "cannot be read", "scan.png")
+    else:
+        raised = error("scan.png: cannot be read")
+
+    def fails(run):  # the library call of `medveil report`
+        raise raised
+
+    monkeypatch.setattr(medveil.study, "write_report", fails)
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == code
+    assert result.output == "error: scan.png: cannot be read\n"
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_an_unexpected_error_keeps_its_traceback(tmp_path, monkeypatch):
+    import medveil.study
+
+    def fails(run):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(medveil.study, "write_report", fails)
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 1 and isinstance(result.exception, RuntimeError)

@@ -102,7 +102,7 @@ def test_default_stems_by_kind():
     assert default_stem("obfuscated") == "linear" and default_stem("plaintext") == "resize"
     with pytest.raises(ValueError, match="choose one of resize, linear"):
         create_stem("conv", in_shape=(N, N), size=16)
-    with pytest.raises(ValueError, match="stem must be one of"):
+    with pytest.raises(ValueError, match="stem: must be one of"):
         TrainConfig(stem="conv")
 
 

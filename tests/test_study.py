@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import re
 import stat
+import typing
 from pathlib import Path
 
 import pytest
@@ -12,8 +15,17 @@ import yaml
 from typer.testing import CliRunner
 
 from medveil.cli import app
+from medveil.keys import Preset, SchemeParams
+from medveil.privacy import PrivacyConfig
 from medveil.study import ConfigError, StudyError, load_config, run_study, write_report
-from medveil.study.config import QUICK, StudyConfig
+from medveil.study.config import (
+    QUICK,
+    ObfuscationConfig,
+    PrivacyStudyConfig,
+    StudyConfig,
+    TrainingStudyConfig,
+)
+from medveil.training import TrainConfig
 
 # The quick profile shrunk further so that the whole study runs in seconds.
 TINY = [
@@ -77,6 +89,115 @@ def test_invalid_values_name_the_field(override: str, message: str) -> None:
     assert message in str(info.value)
 
 
+# --- every library parameter is a --set key, checked by the library class ---------------------
+
+_SECTIONS = {
+    # section: (library class, study section class, what the study builds from the section)
+    "training": (TrainConfig, TrainingStudyConfig, lambda c: c.train_config(c.training.models[0])),
+    "obfuscation": (SchemeParams, ObfuscationConfig, lambda c: c.scheme(Preset.MULTISTAGE)),
+    "privacy": (PrivacyConfig, PrivacyStudyConfig, lambda c: c.privacy_config()),
+}
+# Test values where the type alone gives none that is valid (a new field of a plain type, an
+# int, a float, a bool, an enumeration or a Literal, needs no entry).
+_VALUES = {
+    "clip_percentile": 99.0, "augment": "flip", "stem": "resize", "model": "mobilenetv2",
+    "device": "cpu", "pairs": (7,), "threats": ("A2",), "attacks": ("lba",),
+}
+
+
+def _other_value(kind: object, default: object, name: str) -> object:
+    """A valid value of the field ``name`` other than its ``default``."""
+    if name in _VALUES:
+        return _VALUES[name]
+    options = typing.get_args(kind)
+    if typing.get_origin(kind) is typing.Literal:
+        return next(o for o in options if o != default)
+    if isinstance(default, enum.Enum):
+        return next(m for m in type(default) if m is not default)
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, int):
+        return default + 1
+    if isinstance(default, float):
+        return default / 2
+    if default is None and int in options:
+        return 96  # at least every model's smallest input size
+    if default is None and Path in options:
+        return Path("weights.pt")
+    raise AssertionError(f"no test value for the new field {name!r}: add one to _VALUES")
+
+
+def _library_fields() -> list[tuple[str, str]]:
+    return [(section, f.name) for section, (library, _, _) in _SECTIONS.items()
+            for f in dataclasses.fields(library)]
+
+
+@pytest.mark.parametrize(("section", "name"), _library_fields())
+def test_every_library_parameter_is_reachable_with_set(section: str, name: str) -> None:
+    library, study_section, build = _SECTIONS[section]
+    hints = typing.get_type_hints(library)
+    default = getattr(library(), name)
+    value = _other_value(hints[name], default, name)
+    text = json.dumps(str(value) if isinstance(value, Path) else value)
+    where = study_section.STUDY_SETS.get(name, f"{section}.{name}")
+    if name == "preset":
+        # Not a key: the study draws one key per preset, the svd one for stage 1 only.
+        config = load_config()
+        assert config.scheme(Preset.SVD) == SchemeParams.for_preset(Preset.SVD)
+        assert config.scheme(Preset.MULTISTAGE) == SchemeParams()
+        return
+    if where == "training.models":
+        text = f"[{text}]"
+    config = load_config(overrides=[f"{where}={text}"])
+    assert getattr(build(config), name) == value
+    assert getattr(build(load_config()), name) != value
+
+
+def test_fields_the_study_sets_are_refused_in_their_section() -> None:
+    with pytest.raises(ConfigError, match=r"^training\.seed: set by the study \(seed\)"):
+        load_config(overrides=["training.seed=3"])
+    with pytest.raises(ConfigError, match=r"^obfuscation\.preset: set by the study"):
+        load_config(overrides=["obfuscation.preset=svd"])
+
+
+@pytest.mark.parametrize(
+    ("override", "library"),
+    [
+        ("training.lr=0", lambda: TrainConfig(lr=0.0)),
+        ("training.batch_size=1", lambda: TrainConfig(batch_size=1)),
+        ("training.schedule=linear", lambda: TrainConfig(schedule="linear")),
+        ("training.input_size=64", lambda: TrainConfig(model="inceptionv3", input_size=64)),
+        ("obfuscation.noise=12", lambda: SchemeParams(noise=12.0)),
+        ("obfuscation.block_size=500", lambda: SchemeParams(block_size=500)),
+        ("obfuscation.solver=qr", lambda: SchemeParams(solver="qr")),
+        ("privacy.threats=[A4]", lambda: PrivacyConfig(threats=("A4",))),
+    ],
+)
+def test_bounds_are_the_library_classes(override: str, library) -> None:
+    with pytest.raises(ConfigError) as direct:
+        library()
+    with pytest.raises(ConfigError) as study:
+        load_config(overrides=[override])
+    section = override.split(".")[0]
+    assert str(study.value) == f"{section}.{direct.value.field}: {direct.value.problem}"
+
+
+def test_a_float_in_exponent_notation_is_read_as_a_number() -> None:
+    # YAML 1.1 reads 1e-3 (no dot) as a string; `--set training.lr=1e-3` means the number.
+    config = load_config(overrides=["training.lr=1e-3", "training.weight_decay=5E-5"])
+    assert (config.training.lr, config.training.weight_decay) == (0.001, 5e-5)
+    with pytest.raises(ConfigError, match="training.lr: must be float, got 'e-3'"):
+        load_config(overrides=["training.lr=e-3"])
+
+
+def test_a_study_saved_before_a_setting_existed_resumes(tmp_path: Path) -> None:
+    # config.yaml of an older medveil lacks the settings added since: they take their default.
+    config = load_config(quick=True, overrides=TINY)
+    saved = config.to_dict()
+    del saved["training"]["schedule"], saved["obfuscation"]["solver"]
+    assert StudyConfig.from_dict(saved) == config
+
+
 def test_yaml_file_is_merged_and_bad_files_are_named(tmp_path: Path) -> None:
     good = tmp_path / "study.yaml"
     good.write_text("training:\n  epochs: 4\n  models: [smallcnn]\nprivacy:\n  pairs: [10, 20]\n")
@@ -99,6 +220,18 @@ def test_yaml_file_is_merged_and_bad_files_are_named(tmp_path: Path) -> None:
 def test_resolved_config_round_trips_through_yaml() -> None:
     config = load_config(quick=True, overrides=TINY)
     assert StudyConfig.from_dict(yaml.safe_load(config.to_yaml())) == config
+
+
+def test_cli_sets_any_library_parameter_and_rejects_it_out_of_bounds(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["study", "-o", str(tmp_path / "run"), "--keys", str(tmp_path / "keys"),
+              "--set", "obfuscation.solver=exact", "--set", "training.schedule=linear"],
+    )
+    assert result.exit_code == 2
+    assert result.output == (
+        "error: training.schedule: must be 'onecycle' or 'cosine', got 'linear'\n"
+    )
+    assert not (tmp_path / "run").exists() and not (tmp_path / "keys").exists()
 
 
 def test_cli_rejects_a_bad_value_before_any_work(tmp_path: Path) -> None:

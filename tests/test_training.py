@@ -12,6 +12,7 @@ from PIL import Image
 
 from conftest import smooth_images
 from medveil.calibration import calibrate
+from medveil.errors import RunError
 from medveil.keys import generate_key
 from medveil.loading import LoadOptions, load_image
 from medveil.obfuscate import obfuscate_dataset
@@ -25,7 +26,13 @@ from medveil.training import (
     sweep_rank,
     train,
 )
-from medveil.training.data import augment_batch, obfuscate_source, plan_splits
+from medveil.training.data import (
+    Standardisation,
+    augment_batch,
+    obfuscate_source,
+    plan_splits,
+    prepare_data,
+)
 from medveil.training.models import MODELS, SmallCNN
 from medveil.training.train import EpochStats, _LoopState, warmup_epochs
 
@@ -140,6 +147,37 @@ def test_splits_are_stratified_seeded_and_disjoint(data):
     for idx in parts.values():
         counts = np.bincount(labels[idx], minlength=2)
         assert abs(counts[0] - counts[1]) <= 1
+
+
+def test_prepared_data_is_what_the_trainer_reads(data, tmp_path):
+    images, labels = data
+    source = DataSource.from_arrays(images, labels, classes=CLASSES)
+    splits = {"val_fraction": 0.2, "test_fraction": 0.25, "seed": 4}
+    prepared = prepare_data(source, image_size=SIZE, **splits)
+    plan = plan_splits(source, **splits)
+    assert prepared.plan == plan and prepared.in_shape == (SIZE, SIZE)
+    table, train_indices = plan.parts["train"]
+    fitted = Standardisation.fit(source.tables[table], train_indices, seed=4)
+    assert prepared.standardisation == fitted
+    assert {role: len(s) for role, s in prepared.sets.items()} == plan.sizes()
+    x, y = prepared.sets["val"][0]
+    first = plan.parts["val"][1][0]
+    expected = (images[first] - fitted.mean) / fitted.std
+    assert torch.allclose(x[0], torch.from_numpy(expected)) and y == labels[first]
+    # A saved plan is used as it is, and only on the data it was made on.
+    saved = plan_splits(source, **{**splits, "seed": 5})
+    assert prepare_data(source, image_size=SIZE, **splits, plan=saved,
+                        identity=source.identity).plan == saved
+    fewer = DataSource.from_arrays(images[:-2], labels[:-2], classes=CLASSES)
+    with pytest.raises(RunError, match="^cannot resume on different data"):
+        prepare_data(fewer, image_size=SIZE, **splits, plan=saved, identity=source.identity)
+    # train() records the prepared standardisation and refuses to resume on other data.
+    config = quick_config(epochs=1, val_fraction=0.2, test_fraction=0.25, seed=4)
+    train(source, config=config, run_dir=tmp_path / "run")
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["standardisation"] == {"mean": fitted.mean, "std": fitted.std}
+    with pytest.raises(RunError, match=f"^{tmp_path / 'run'}: cannot resume on different data"):
+        train(fewer, config=config, run_dir=tmp_path / "run", resume=True)
 
 
 def test_augmentation_is_seeded_and_keeps_shape():

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medveil.errors import ImageLoadError
+from medveil.errors import ImageLoadError, LoadError
 from medveil.keys import Calibration, Key
 from medveil.layout import scan_dataset
 from medveil.loading import LoadOptions, load_slices
@@ -32,13 +32,13 @@ def _as_batches(images: Any, batch_size: int) -> list[torch.Tensor]:
         if t.ndim == 2:
             t = t[None]
         if t.ndim != 3:
-            raise ValueError(
+            raise LoadError(
                 f"calibration images must be (B, n, n) or (B, 1, n, n), got {tuple(t.shape)}"
             )
         for start in range(0, len(t), batch_size):
             batches.append(t[start : start + batch_size].to(torch.float32))
     if not batches or sum(len(b) for b in batches) == 0:
-        raise ValueError("calibration needs at least one image")
+        raise LoadError("calibration needs at least one image")
     return batches
 
 
@@ -67,7 +67,7 @@ def calibrate(key: Key, images: Any, *, batch_size: int = 256) -> Key:
 
     Raises
     ------
-    ValueError
+    LoadError
         No image, images of the wrong shape, or images whose factors are all zero.
 
     Examples
@@ -94,7 +94,7 @@ def calibrate(key: Key, images: Any, *, batch_size: int = 256) -> Key:
         pooled = np.random.default_rng(0).choice(pooled, MAX_PERCENTILE_SAMPLES, replace=False)
     clip = float(np.percentile(pooled, p.clip_percentile))
     if not clip > 0:
-        raise ValueError("calibration images give an all-zero factor; use real images")
+        raise LoadError("calibration images give an all-zero factor; use real images")
     provisional = replace(key, calibration=Calibration(clip=clip, mean=0.0, std=1.0, images=count))
     obf = Obfuscator(provisional)
     total, total_sq, entries = 0.0, 0.0, 0

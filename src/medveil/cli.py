@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -25,7 +26,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
-from typer.core import TyperCommand, TyperOption
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from medveil.errors import MedveilError
 
@@ -38,7 +39,24 @@ _EXIT_CODES = (
     "file, key or store)."
 )
 
+
+class _Commands(TyperGroup):
+    """Runs every command (of ``app`` and its sub-groups) inside one error handler.
+
+    A medveil error, a bad value or an unusable file ends the command with ``error: MESSAGE``
+    on stderr and the exit code its kind calls for (:func:`_exit_code`); anything else is a
+    bug and keeps its traceback.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (MedveilError, ValueError, OSError) as exc:
+            raise _failed(exc) from None
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="Keyed multistage SVD obfuscation of medical images.",
     epilog=_EXIT_CODES,
     no_args_is_help=True,
@@ -90,7 +108,8 @@ def _text(message: object) -> str:
 
 
 def _exit_code(exc: BaseException) -> int:
-    """1 for a failure of the run itself (writing, a busy output), 2 for bad input."""
+    """1 for a failure of the run itself (writing, a busy output, a file system refusal), 2 for
+    bad input (every other medveil error, a bad value, a missing or existing file)."""
     from medveil.store import StoreBusyError, StoreWriteError
 
     if isinstance(exc, (StoreBusyError, StoreWriteError)):
@@ -181,27 +200,24 @@ def keygen(
     from medveil.keys import generate_key
     from medveil.loading import LoadOptions
 
-    try:
-        given = dict(
-            noise=noise, left=left, right=right, width=width, block_size=block_size,
-            dp_epsilon=dp_epsilon,
-        )
-        overrides = {name: value for name, value in given.items() if value is not None}
-        if bits is not None:
-            overrides["bits"] = bits or None  # --bits 0: no quantization
-        key = generate_key(preset=preset, size=size, rank=rank, **overrides)
-        if key.params.needs_calibration and calibrate is None:
-            raise _fail("the multistage preset needs --calibrate DATASET_DIR")
-        if calibrate is not None:
-            with console.status(f"loading up to {calibration_images} calibration images"):
-                images = calibration.load_calibration_images(
-                    calibrate, count=calibration_images, options=LoadOptions(size=size)
-                )
-            with console.status(f"calibrating on {len(images)} images"):
-                key = calibration.calibrate(key, images)
-        path = key.save(output, overwrite=force)
-    except (MedveilError, FileExistsError) as exc:
-        raise _failed(exc) from None
+    given = dict(
+        noise=noise, left=left, right=right, width=width, block_size=block_size,
+        dp_epsilon=dp_epsilon,
+    )
+    overrides = {name: value for name, value in given.items() if value is not None}
+    if bits is not None:
+        overrides["bits"] = bits or None  # --bits 0: no quantization
+    key = generate_key(preset=preset, size=size, rank=rank, **overrides)
+    if key.params.needs_calibration and calibrate is None:
+        raise _fail("the multistage preset needs --calibrate DATASET_DIR")
+    if calibrate is not None:
+        with console.status(f"loading up to {calibration_images} calibration images"):
+            images = calibration.load_calibration_images(
+                calibrate, count=calibration_images, options=LoadOptions(size=size)
+            )
+        with console.status(f"calibrating on {len(images)} images"):
+            key = calibration.calibrate(key, images)
+    path = key.save(output, overwrite=force)
     console.print(f"wrote key [bold]{_text(path)}[/bold] (fingerprint {key.fingerprint}, mode 0600)")
 
 
@@ -275,34 +291,31 @@ def obfuscate(
     from medveil.loading import LoadOptions
     from medveil.obfuscate import obfuscate_dataset
 
-    try:
-        ensure_not_in_output(key_file, output)
-        key = Key.load(key_file, allow_open=allow_open_key)
-        options = LoadOptions(
-            size=key.params.size, percentile=_percentile(percentile), nifti_axis=nifti_axis,
-            min_size=min_size, max_bytes=max_image_mb * 2**20,
-            nifti_volume=_nifti_volume(nifti_volume), fill_nonfinite=fill_nonfinite,
+    ensure_not_in_output(key_file, output)
+    key = Key.load(key_file, allow_open=allow_open_key)
+    options = LoadOptions(
+        size=key.params.size, percentile=_percentile(percentile), nifti_axis=nifti_axis,
+        min_size=min_size, max_bytes=max_image_mb * 2**20,
+        nifti_volume=_nifti_volume(nifti_volume), fill_nonfinite=fill_nonfinite,
+    )
+    with _progress() as bar:
+        task = bar.add_task("obfuscating", total=None)
+        result = obfuscate_dataset(
+            dataset,
+            key=key,
+            output=output,
+            options=options,
+            files_per_shard=files_per_shard,
+            batch_size=batch_size,
+            workers=workers,
+            device=device,
+            skip_bad=skip_bad,
+            keep_names=keep_names,
+            overwrite=overwrite,
+            progress=lambda n: bar.advance(task, n),
+            on_start=lambda total: bar.update(task, total=total),
+            labels=labels,
         )
-        with _progress() as bar:
-            task = bar.add_task("obfuscating", total=None)
-            result = obfuscate_dataset(
-                dataset,
-                key=key,
-                output=output,
-                options=options,
-                files_per_shard=files_per_shard,
-                batch_size=batch_size,
-                workers=workers,
-                device=device,
-                skip_bad=skip_bad,
-                keep_names=keep_names,
-                overwrite=overwrite,
-                progress=lambda n: bar.advance(task, n),
-                on_start=lambda total: bar.update(task, total=total),
-                labels=labels,
-            )
-    except (MedveilError, ValueError, OSError) as exc:
-        raise _failed(exc) from None
     console.print(_text(result.summary()))
 
 
@@ -324,16 +337,13 @@ def show(
     from medveil.loading import LoadOptions, load_slices
     from medveil.obfuscator import Obfuscator
 
-    try:
-        key = Key.load(key_file, allow_open=allow_open_key)
-        slices = load_slices(
-            image, options=LoadOptions(size=key.params.size, nifti_axis=nifti_axis)
-        )
-        picked = slices[len(slices) // 2]
-        fig = stage_figure(Obfuscator(key), picked, title=image.name)
-        path = save_figure(fig, output)
-    except MedveilError as exc:
-        raise _failed(exc) from None
+    key = Key.load(key_file, allow_open=allow_open_key)
+    slices = load_slices(
+        image, options=LoadOptions(size=key.params.size, nifti_axis=nifti_axis)
+    )
+    picked = slices[len(slices) // 2]
+    fig = stage_figure(Obfuscator(key), picked, title=image.name)
+    path = save_figure(fig, output)
     console.print(f"wrote {_text(path)}")
 
 
@@ -347,10 +357,7 @@ def info(
     """Summarise an obfuscated dataset store (its shards are checked against the manifest)."""
     from medveil.store import ObfuscatedStore
 
-    try:
-        opened = ObfuscatedStore(store)
-    except MedveilError as exc:
-        raise _failed(exc) from None
+    opened = ObfuscatedStore(store)
     m = opened.manifest
     splits = {
         split: {
@@ -460,33 +467,30 @@ def train_command(
     """Train a classifier on obfuscated (or, for the baseline, plaintext) images."""
     from medveil.training import TrainConfig, train
 
-    try:
-        config = TrainConfig(
-            model=model,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            input_size=input_size,
-            patience=patience or None,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            seed=seed,
-            device=device,
-            weights=weights,
-            num_workers=workers,
-            stem=stem,
+    config = TrainConfig(
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        input_size=input_size,
+        patience=patience or None,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        device=device,
+        weights=weights,
+        num_workers=workers,
+        stem=stem,
+    )
+    with _progress() as bar:
+        task = bar.add_task(model, total=None)
+        result = train(
+            data,
+            config=config,
+            run_dir=output,
+            resume=resume,
+            progress=_train_progress(bar, task, model),
         )
-        with _progress() as bar:
-            task = bar.add_task(model, total=None)
-            result = train(
-                data,
-                config=config,
-                run_dir=output,
-                resume=resume,
-                progress=_train_progress(bar, task, model),
-            )
-    except (MedveilError, ValueError, FileNotFoundError) as exc:
-        raise _failed(exc) from None
     console.print(_text(result.summary()))
 
 
@@ -506,11 +510,8 @@ def evaluate_command(
     """Accuracy, macro-F1, per-class precision/recall, ROC-AUC and the confusion matrix."""
     from medveil.training import evaluate
 
-    try:
-        result = evaluate(run, data, device=device)
-        saved = result.save(output or run / "evaluation")
-    except (MedveilError, ValueError, OSError) as exc:
-        raise _failed(exc) from None
+    result = evaluate(run, data, device=device)
+    saved = result.save(output or run / "evaluation")
     if as_json:
         _print_json(result.to_dict())
     else:
@@ -540,13 +541,10 @@ def predict_command(
     from medveil.loading import LoadOptions, load_image
     from medveil.training import load_run, predict
 
-    try:
-        key = Key.load(key_file, allow_open=allow_open_key) if key_file is not None else None
-        size = key.params.size if key is not None else load_run(run).input_size
-        arrays = np.stack([load_image(p, options=LoadOptions(size=size)) for p in images])
-        result = predict(run, arrays, key, device=device)
-    except (MedveilError, ValueError, OSError) as exc:
-        raise _failed(exc) from None
+    key = Key.load(key_file, allow_open=allow_open_key) if key_file is not None else None
+    size = key.params.size if key is not None else load_run(run).input_size
+    arrays = np.stack([load_image(p, options=LoadOptions(size=size)) for p in images])
+    result = predict(run, arrays, key, device=device)
     if as_json:
         _print_json([
             {"image": _text(path), "class": result.classes[int(label)],
@@ -603,29 +601,26 @@ def sweep_rank_command(
     from medveil.keys import Key, generate_key
     from medveil.training import TrainConfig, sweep_rank
 
-    try:
-        ks = [int(k) for k in ranks.split(",") if k.strip()]
-        key = (
-            Key.load(key_file, allow_open=allow_open_key)
-            if key_file
-            else generate_key(preset=preset, size=size, rank=max(ks))
+    ks = [int(k) for k in ranks.split(",") if k.strip()]
+    key = (
+        Key.load(key_file, allow_open=allow_open_key)
+        if key_file
+        else generate_key(preset=preset, size=size, rank=max(ks))
+    )
+    config = TrainConfig(
+        model=model, epochs=epochs, input_size=input_size, seed=seed, device=device,
+        patience=patience or None, stem=stem,
+    )
+    with _progress() as bar:
+        task = bar.add_task("sweep", total=None)
+        result = sweep_rank(
+            dataset,
+            ranks=ks,
+            key=key,
+            config=config,
+            out_dir=output,
+            progress=lambda k, ev: _train_progress(bar, task, f"k={k}")(ev),
         )
-        config = TrainConfig(
-            model=model, epochs=epochs, input_size=input_size, seed=seed, device=device,
-            patience=patience or None, stem=stem,
-        )
-        with _progress() as bar:
-            task = bar.add_task("sweep", total=None)
-            result = sweep_rank(
-                dataset,
-                ranks=ks,
-                key=key,
-                config=config,
-                out_dir=output,
-                progress=lambda k, ev: _train_progress(bar, task, f"k={k}")(ev),
-            )
-    except (MedveilError, ValueError, FileNotFoundError) as exc:
-        raise _failed(exc) from None
     Console().print(result.table.to_string(index=False))
 
 
@@ -696,30 +691,27 @@ def attack_command(
     from medveil.keys import Key
     from medveil.privacy import PrivacyConfig, run_privacy
 
-    try:
-        config = PrivacyConfig(
-            victims=victims,
-            public=public_images,
-            pairs=tuple(int(p) for p in pairs.split(",") if p.strip()),
-            threats=tuple(t.strip() for t in threat.split(",") if t.strip()),
-            attacks=tuple(a.strip() for a in attacks.split(",") if a.strip()),
-            decoder_steps=decoder_steps,
-            decoder_seconds=decoder_seconds,
-            seed=seed,
-            device=device,
+    config = PrivacyConfig(
+        victims=victims,
+        public=public_images,
+        pairs=tuple(int(p) for p in pairs.split(",") if p.strip()),
+        threats=tuple(t.strip() for t in threat.split(",") if t.strip()),
+        attacks=tuple(a.strip() for a in attacks.split(",") if a.strip()),
+        decoder_steps=decoder_steps,
+        decoder_seconds=decoder_seconds,
+        seed=seed,
+        device=device,
+    )
+    key = Key.load(key_file, allow_open=allow_open_key)
+    with console.status("attacking") as status:
+        report = run_privacy(
+            dataset,
+            key=key,
+            config=config,
+            output=output,
+            public_dataset=public,
+            progress=lambda message: status.update(message),
         )
-        key = Key.load(key_file, allow_open=allow_open_key)
-        with console.status("attacking") as status:
-            report = run_privacy(
-                dataset,
-                key=key,
-                config=config,
-                output=output,
-                public_dataset=public,
-                progress=lambda message: status.update(message),
-            )
-    except (MedveilError, ValueError) as exc:
-        raise _failed(exc) from None
     title = f"attacks on key {key.fingerprint} ({key.params.preset})"
     Console().print(report.summary().to_rich(title=title))
     console.print(f"results (JSON, CSV, examples.png) in {_text(output)}")
@@ -758,18 +750,15 @@ def study_command(
     """Run the whole study (obfuscation, training, attacks, timings) and write report.html."""
     from medveil.study import load_config, run_study
 
-    try:
-        config = load_config(config_file, quick=quick, overrides=overrides or (), dataset=dataset)
-        with console.status("starting the study") as status:
-            result = run_study(
-                config,
-                run_dir=output,
-                keys_dir=keys or _default_keys_dir(output),
-                restart=restart,
-                progress=lambda message: status.update(message),
-            )
-    except (MedveilError, ValueError, FileNotFoundError) as exc:
-        raise _failed(exc) from None
+    config = load_config(config_file, quick=quick, overrides=overrides or (), dataset=dataset)
+    with console.status("starting the study") as status:
+        result = run_study(
+            config,
+            run_dir=output,
+            keys_dir=keys or _default_keys_dir(output),
+            restart=restart,
+            progress=lambda message: status.update(message),
+        )
     Console().print(_text(result.summary()))
     console.print(f"open the report: [bold]{_text(result.report)}[/bold]")
 
@@ -781,10 +770,7 @@ def report_command(
     """Rebuild a study's report.html from its saved metrics (nothing is recomputed)."""
     from medveil.study import write_report
 
-    try:
-        path = write_report(run)
-    except (MedveilError, ValueError) as exc:
-        raise _failed(exc) from None
+    path = write_report(run)
     console.print(f"wrote {_text(path)}")
 
 
@@ -805,20 +791,17 @@ def datasets_make(
 
     if name not in DATASETS:
         raise _fail(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
-    try:
-        with _progress() as bar:
-            task = bar.add_task(f"writing {name}", total=per_class * len(DATASETS[name].classes))
-            result = write_dataset(
-                name,
-                output,
-                per_class=per_class,
-                size=size,
-                seed=seed,
-                test_fraction=test_fraction,
-                progress=lambda n: bar.advance(task, n),
-            )
-    except (MedveilError, ValueError) as exc:
-        raise _failed(exc) from None
+    with _progress() as bar:
+        task = bar.add_task(f"writing {name}", total=per_class * len(DATASETS[name].classes))
+        result = write_dataset(
+            name,
+            output,
+            per_class=per_class,
+            size=size,
+            seed=seed,
+            test_fraction=test_fraction,
+            progress=lambda n: bar.advance(task, n),
+        )
     console.print(f"wrote synthetic {name} to {_text(result.path)}")
 
 

@@ -32,6 +32,8 @@ import hashlib
 
 import numpy as np
 
+from medveil.errors import InvalidKeyError
+
 __all__ = [
     "DERIVATION",
     "DERIVATIONS",
@@ -61,9 +63,9 @@ def bound_label(name: str, *, size: int, rank: int, width: int, block_size: int)
 
 def _check(secret: bytes, derivation: str) -> None:
     if len(secret) != 32:
-        raise ValueError(f"secret must be 32 bytes (256 bits), got {len(secret)}")
+        raise InvalidKeyError(f"secret must be 32 bytes (256 bits), got {len(secret)}")
     if derivation not in DERIVATIONS:
-        raise ValueError(f"unknown derivation {derivation!r}; known: {', '.join(DERIVATIONS)}")
+        raise InvalidKeyError(f"unknown derivation {derivation!r}; known: {', '.join(DERIVATIONS)}")
 
 
 def _words(secret: bytes, label: str, count: int, derivation: str) -> np.ndarray:

@@ -16,6 +16,8 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from medveil.errors import ConfigError, LoadError
+
 __all__ = ["near_duplicate_groups", "perceptual_hashes"]
 
 
@@ -23,7 +25,7 @@ def perceptual_hashes(images: np.ndarray) -> np.ndarray:
     """``(N, 64)`` boolean DCT perceptual hashes of ``(N, h, w)`` images in [0, 1]."""
     images = np.asarray(images)
     if images.ndim != 3:
-        raise ValueError(f"expected images (N, h, w), got shape {images.shape}")
+        raise LoadError(f"expected images (N, h, w), got shape {images.shape}")
     out = np.zeros((len(images), 64), dtype=bool)
     for i, image in enumerate(images):  # imagehash works one PIL image at a time
         pixels = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
@@ -64,7 +66,7 @@ def near_duplicate_groups(
     """
     if hashes is None:
         if images is None:
-            raise ValueError("give images or hashes")
+            raise ConfigError("give images or hashes")
         hashes = perceptual_hashes(images)
     hashes = np.asarray(hashes, dtype=bool)
     count = len(hashes)

@@ -5,10 +5,13 @@ can catch them all with one ``except``. The families:
 
 - :class:`LoadError`: an input cannot be read (:class:`ImageLoadError` for one file,
   :class:`DatasetLayoutError` for a folder);
-- :class:`InvalidKeyError`: a key file or key parameters;
+- :class:`InvalidKeyError`: a key file or key parameters (:class:`KeyParameterError` for one
+  parameter, which is also a :class:`ConfigError`);
 - :class:`StoreError`: an obfuscated store (:class:`medveil.store.StoreBusyError` and
   :class:`medveil.store.StoreWriteError` refine it);
-- :class:`ConfigError`: a parameter or configuration value;
+- :class:`ConfigError`: a parameter or configuration value; ``field`` names it, so that a
+  caller that nests parameters (the study's ``training.epochs``) can name it in full;
+- :class:`RunError`: a training run folder;
 - :class:`StudyError`: a study's run or keys folder.
 
 Each also derives from :class:`ValueError`, as the errors it replaced did, so code that
@@ -16,10 +19,13 @@ catches ``ValueError`` keeps working.
 
 Examples
 --------
->>> from medveil.errors import ImageLoadError, LoadError, MedveilError
+>>> from medveil.errors import ConfigError, ImageLoadError, LoadError, MedveilError
 >>> error = ImageLoadError("scan.png", "not an image")
 >>> str(error), isinstance(error, LoadError), isinstance(error, MedveilError)
 ('scan.png: not an image', True, True)
+>>> error = ConfigError("must be at least 1, got 0", field="epochs")
+>>> str(error), error.field, error.problem
+('epochs: must be at least 1, got 0', 'epochs', 'must be at least 1, got 0')
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ __all__ = [
     "DatasetLayoutError",
     "ImageLoadError",
     "InvalidKeyError",
+    "KeyParameterError",
     "LoadError",
     "MedveilError",
+    "RunError",
     "StoreError",
     "StudyError",
 ]
@@ -66,7 +74,29 @@ class StoreError(MedveilError, ValueError):
 
 
 class ConfigError(MedveilError, ValueError):
-    """A parameter or configuration value is missing, unknown or out of range; names it."""
+    """A parameter or configuration value is missing, unknown or out of range; names it.
+
+    Parameters
+    ----------
+    problem : str
+        What is wrong, e.g. ``must be at least 1, got 0``.
+    field : str, optional
+        The parameter at fault; the message then reads ``field: problem``.
+    """
+
+    def __init__(self, problem: str, *, field: str | None = None) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(problem if field is None else f"{field}: {problem}")
+
+
+class KeyParameterError(InvalidKeyError, ConfigError):
+    """One parameter of the obfuscation scheme (:class:`medveil.keys.SchemeParams`) is invalid."""
+
+
+class RunError(MedveilError, ValueError):
+    """A training run folder cannot be used: not empty, not a run, nothing to resume, resumed
+    with other settings or data, or evaluated on data it was not trained for."""
 
 
 class StudyError(MedveilError, ValueError):

@@ -31,7 +31,7 @@ from medveil.derive import (
     keyed_gaussian,
     keyed_orthogonal,
 )
-from medveil.errors import InvalidKeyError
+from medveil.errors import InvalidKeyError, KeyParameterError
 from medveil.outputs import MARKER
 from medveil.stages import Solver
 
@@ -128,31 +128,43 @@ class SchemeParams:
         object.__setattr__(self, "solver", _enum(Solver, self.solver, "solver"))
         object.__setattr__(self, "left", _enum(LeftProjection, self.left, "left"))
         object.__setattr__(self, "right", _enum(RightProjection, self.right, "right"))
-        if not isinstance(self.size, int) or self.size < 2:
-            raise InvalidKeyError(f"size must be an integer >= 2, got {self.size!r}")
-        if not isinstance(self.rank, int) or not 1 <= self.rank <= self.size:
-            raise InvalidKeyError(
-                f"rank must be an integer in [1, size={self.size}], got {self.rank!r}"
+        # Each message names its field (KeyParameterError.field), so that the study can report
+        # a bad ``obfuscation.rank`` under its own name.
+        if not _is_int(self.size) or self.size < 2:
+            raise KeyParameterError(f"must be an integer >= 2, got {self.size!r}", field="size")
+        if not _is_int(self.rank):
+            raise KeyParameterError(f"must be an integer, got {self.rank!r}", field="rank")
+        if not 1 <= self.rank <= self.size:
+            raise KeyParameterError(
+                f"must be in [1, size={self.size}], got {self.rank!r}", field="rank"
             )
-        if self.bits is not None and (not isinstance(self.bits, int) or not 1 <= self.bits <= 16):
-            raise InvalidKeyError(f"bits must be an integer in [1, 16] or None, got {self.bits!r}")
+        if self.bits is not None and (not _is_int(self.bits) or not 1 <= self.bits <= 16):
+            raise KeyParameterError(
+                f"must be an integer in [1, 16] or None, got {self.bits!r}", field="bits"
+            )
         if not (isinstance(self.noise, (int, float)) and 0.0 <= self.noise < 10.0):
-            raise InvalidKeyError(f"noise must be a number in [0, 10), got {self.noise!r}")
-        if self.width is not None and (not isinstance(self.width, int) or self.width < 1):
-            raise InvalidKeyError(f"width must be a positive integer or None, got {self.width!r}")
-        if not isinstance(self.block_size, int) or not 1 <= self.block_size <= self.size:
-            raise InvalidKeyError(
-                f"block_size must be an integer in [1, size], got {self.block_size!r}"
+            raise KeyParameterError(f"must be a number in [0, 10), got {self.noise!r}", field="noise")
+        if self.width is not None and (not _is_int(self.width) or self.width < 1):
+            raise KeyParameterError(
+                f"must be a positive integer or None, got {self.width!r}", field="width"
             )
-        if not 50.0 <= self.clip_percentile <= 100.0:
-            raise InvalidKeyError(
-                f"clip_percentile must be in [50, 100], got {self.clip_percentile!r}"
+        if not _is_int(self.block_size) or not 1 <= self.block_size <= self.size:
+            raise KeyParameterError(
+                f"must be an integer in [1, size={self.size}], got {self.block_size!r}",
+                field="block_size",
+            )
+        if not (
+            isinstance(self.clip_percentile, (int, float)) and 50.0 <= self.clip_percentile <= 100.0
+        ):
+            raise KeyParameterError(
+                f"must be in [50, 100], got {self.clip_percentile!r}", field="clip_percentile"
             )
         if self.dp_epsilon is not None and not (
             isinstance(self.dp_epsilon, (int, float)) and 0.0 < self.dp_epsilon <= 1e6
         ):
-            raise InvalidKeyError(
-                f"dp_epsilon must be a number in (0, 1e6] or None, got {self.dp_epsilon!r}"
+            raise KeyParameterError(
+                f"must be a number in (0, 1e6] or None, got {self.dp_epsilon!r}",
+                field="dp_epsilon",
             )
         if self.preset is Preset.SVD and (
             self.bits is not None
@@ -571,7 +583,11 @@ def _enum(kind: type[StrEnum], value: Any, name: str) -> Any:
         return kind(value)
     except ValueError:
         choices = ", ".join(repr(str(c)) for c in kind)
-        raise InvalidKeyError(f"{name} must be one of {choices}, got {value!r}") from None
+        raise KeyParameterError(f"must be one of {choices}, got {value!r}", field=name) from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _require_fields(data: Any, kind: type, source: Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medveil.atomic import atomic_write_bytes
+from medveil.errors import ConfigError
 
 __all__ = ["KINDS", "MARKER", "UNKNOWN", "mark_output", "output_kind"]
 
@@ -25,11 +26,11 @@ def mark_output(folder: Path, *, kind: str) -> None:
 
     Raises
     ------
-    ValueError
+    ConfigError
         ``kind`` is not one of :data:`KINDS`.
     """
     if kind not in KINDS:
-        raise ValueError(f"unknown output kind {kind!r}; choose one of {', '.join(KINDS)}")
+        raise ConfigError(f"unknown output kind {kind!r}; choose one of {', '.join(KINDS)}")
     atomic_write_bytes(Path(folder) / MARKER, f"medveil {kind}\n".encode())
 
 

@@ -92,17 +92,19 @@ class PrivacyConfig:
     def __post_init__(self) -> None:
         if self.victims < 1 or self.public < 1 or any(p < 1 for p in self.pairs):
             raise ConfigError("victims, public and every pairs count must be positive")
+        if not self.threats:
+            raise ConfigError("must name at least one threat model", field="threats")
         known = [str(t) for t in ThreatModel]
         for threat in self.threats:
             if threat not in known:
                 raise ConfigError(
-                    f"threats: unknown threat model {threat}; choose from {', '.join(known)}"
+                    f"unknown threat model {threat!r} ({', '.join(known)})", field="threats"
                 )
         unknown = [a for a in self.attacks if a != "all" and a not in list_attacks()]
         if unknown:
             raise ConfigError(
-                f"attacks: unknown {', '.join(unknown)}; choose from all, "
-                f"{', '.join(list_attacks())}"
+                f"unknown attack {unknown[0]!r}; choose from all, {', '.join(list_attacks())}",
+                field="attacks",
             )
         if self.decoder_steps < 1 or self.decoder_seconds <= 0 or self.mda_steps < 1:
             raise ConfigError("decoder_steps, decoder_seconds and mda_steps must be positive")

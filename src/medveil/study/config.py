@@ -4,25 +4,36 @@ Resolution order: the defaults (the thesis-scale run, meant for a GPU machine), 
 ``quick`` profile when asked for (a run that fits a laptop), then a YAML file, then ``--set
 section.field=value`` overrides. Every value is checked before any work starts, and an error
 names the field (``training.epochs: must be at least 1, got 0``).
+
+The ``obfuscation``, ``training`` and ``privacy`` sections are the library's own configuration
+classes (:class:`medveil.keys.SchemeParams`, :class:`medveil.training.TrainConfig`,
+:class:`medveil.privacy.PrivacyConfig`) with the few fields the study adds. Every field of
+theirs is a key of the section, checked by the library class itself (its
+:class:`~medveil.errors.ConfigError` names the field, which is reported under the section),
+except the fields the study sets itself, listed in each section's ``STUDY_SETS`` (the preset,
+the model, the seed, the device): those keep the library's default in the section and are
+filled in by :meth:`StudyConfig.scheme`, :meth:`StudyConfig.train_config` and
+:meth:`StudyConfig.privacy_config`, which build what the study runs.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, get_args, get_origin, get_type_hints
 
 import yaml
 
-from medveil.attacks import list_attacks
 from medveil.errors import ConfigError
-from medveil.keys import LeftProjection, Preset, RightProjection
+from medveil.keys import Preset, SchemeParams
+from medveil.privacy import PrivacyConfig
 from medveil.synthetic import DATASETS
-from medveil.training.models import MODELS
-from medveil.training.stems import STEMS
+from medveil.training.train import TrainConfig
 
 __all__ = [
     "ConfigError",
@@ -37,17 +48,17 @@ __all__ = [
 ]
 
 
-class _Invalid(Exception):
-    """Raised by a section's checks with the field name relative to the section."""
-
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(name, message)
-        self.name, self.message = name, message
-
-
 def _require(condition: bool, name: str, message: str) -> None:
     if not condition:
-        raise _Invalid(name, message)
+        raise ConfigError(message, field=name)
+
+
+def _renamed(error: ConfigError, names: dict[str, str], *, prefix: str = "") -> ConfigError:
+    """``error`` with its field named as the study names it: ``names[field]``, or under
+    ``prefix``."""
+    if error.field is None:
+        return ConfigError(f"{prefix.rstrip('.')}: {error}" if prefix else str(error))
+    return ConfigError(error.problem, field=names.get(error.field, f"{prefix}{error.field}"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,87 +86,75 @@ class DataConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ObfuscationConfig:
-    """The two presets compared, at working size ``size`` and rank ``rank``.
+class ObfuscationConfig(SchemeParams):
+    """The ``multistage`` key's :class:`~medveil.keys.SchemeParams`, and its calibration.
 
-    ``bits``, ``noise``, ``left`` and ``right`` set the ``multistage`` preset's stages (``bits:
-    null`` turns quantization off); ``svd`` is always the plain truncation.
+    The study draws one key per preset: ``multistage`` with these parameters, ``svd`` (stage 1
+    only) with the same ``size``, ``rank``, ``solver`` and ``block_size`` (unused by stage 1,
+    but bounded by ``size``). The multistage key is calibrated on
+    ``calibration_images`` training images.
     """
 
-    size: int = 224
-    rank: int = 32
-    bits: int | None = 8
-    noise: float = 0.02
-    left: str = "orthogonal"
-    right: str = "gaussian"
+    #: Fields the study sets itself, and where from.
+    STUDY_SETS: ClassVar[dict[str, str]] = {"preset": "one key per preset, svd and multistage"}
+
     calibration_images: int = 512
 
     def __post_init__(self) -> None:
-        _require(self.size >= 8, "size", f"must be at least 8, got {self.size}")
+        super().__post_init__()
         _require(
-            1 <= self.rank <= self.size, "rank", f"must be in [1, size={self.size}], got {self.rank}"
+            self.calibration_images >= 1, "calibration_images",
+            f"must be at least 1, got {self.calibration_images}",
         )
-        _require(
-            self.bits is None or 1 <= self.bits <= 16, "bits", f"must be in [1, 16] or null, got {self.bits}"
-        )
-        _require(self.noise >= 0, "noise", f"must be non-negative, got {self.noise}")
-        lefts = [str(v) for v in LeftProjection]
-        rights = [str(v) for v in RightProjection]
-        _require(self.left in lefts, "left", f"must be one of {', '.join(lefts)}, got {self.left!r}")
-        _require(
-            self.right in rights, "right", f"must be one of {', '.join(rights)}, got {self.right!r}"
-        )
-        _require(self.calibration_images >= 1, "calibration_images", "must be at least 1")
 
-    def key_params(self, preset: Preset) -> dict[str, Any]:
-        """Keyword arguments of :func:`medveil.keys.generate_key` for ``preset``."""
-        if preset is Preset.SVD:
-            return {"preset": "svd", "size": self.size, "rank": self.rank}
-        return {
-            "preset": "multistage",
-            "size": self.size,
-            "rank": self.rank,
-            "bits": self.bits,
-            "noise": self.noise,
-            "left": self.left,
-            "right": self.right,
-        }
+    def scheme(self, preset: Preset | str) -> SchemeParams:
+        """The parameters of the study's key for ``preset``."""
+        if Preset(preset) is Preset.SVD:
+            return SchemeParams.for_preset(
+                Preset.SVD, size=self.size, rank=self.rank, solver=self.solver,
+                block_size=self.block_size,
+            )
+        return SchemeParams(**{f.name: getattr(self, f.name) for f in fields(SchemeParams)})
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainingStudyConfig:
-    """The classifiers trained on plaintext and on each preset (same split, same budget)."""
+class TrainingStudyConfig(TrainConfig):
+    """The classifiers ``models``, each trained with this :class:`~medveil.training.TrainConfig`
+    on plaintext and on each preset (same split, same budget)."""
 
-    models: tuple[str, ...] = ("resnet50", "mobilenetv2", "inceptionv3")
+    #: Fields the study sets itself, and the study keys they come from.
+    STUDY_SETS: ClassVar[dict[str, str]] = {
+        "model": "training.models",
+        "seed": "seed",
+        "device": "device",
+        "test_fraction": "data.test_fraction",
+    }
+
     epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-3
-    input_size: int | None = None
-    patience: int | None = 5
-    val_fraction: float = 0.15
-    stem: str | None = None
+    models: tuple[str, ...] = ("resnet50", "mobilenetv2", "inceptionv3")
 
     def __post_init__(self) -> None:
         _require(len(self.models) >= 1, "models", "must name at least one model")
-        _require(
-            self.stem is None or self.stem in STEMS, "stem",
-            f"unknown stem {self.stem!r}; choose from {', '.join(STEMS)} or null (the default: "
-            "linear on obfuscated data, resize on plaintext)",
-        )
+        # TrainConfig's checks, once per model: the input size, say, must suit each.
         for model in self.models:
-            _require(model in MODELS, "models", f"unknown model {model!r}; choose from {', '.join(MODELS)}")
-        _require(self.epochs >= 1, "epochs", f"must be at least 1, got {self.epochs}")
-        _require(self.batch_size >= 2, "batch_size", f"must be at least 2, got {self.batch_size}")
-        _require(self.lr > 0, "lr", f"must be positive, got {self.lr}")
-        _require(
-            self.input_size is None or self.input_size >= 16,
-            "input_size",
-            f"must be at least 16 or null, got {self.input_size}",
-        )
-        _require(
-            self.patience is None or self.patience >= 1, "patience", "must be at least 1 or null"
-        )
-        _require(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1)")
+            try:
+                self.train_config(model=model)
+            except ConfigError as exc:
+                raise _renamed(exc, {"model": "models"}) from None
+
+    def train_config(self, **study_sets: Any) -> TrainConfig:
+        """This recipe as a :class:`~medveil.training.TrainConfig`, with the fields the study
+        sets (``model``, ``seed``, ...) given as keywords."""
+        own = {f.name: getattr(self, f.name) for f in fields(TrainConfig)}
+        return TrainConfig(**{**own, **study_sets})
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrivacyStudyConfig(PrivacyConfig):
+    """The attack suite's :class:`~medveil.privacy.PrivacyConfig` (sizes and budgets)."""
+
+    #: Fields the study sets itself, and the study keys they come from.
+    STUDY_SETS: ClassVar[dict[str, str]] = {"seed": "seed", "device": "device"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,41 +166,9 @@ class SweepConfig:
     epochs: int = 15
 
     def __post_init__(self) -> None:
+        # model and epochs are checked as a TrainConfig's by StudyConfig.
         for k in self.ranks:
             _require(k >= 1, "ranks", f"every rank must be at least 1, got {k}")
-        _require(self.model in MODELS, "model", f"unknown model {self.model!r}")
-        _require(self.epochs >= 1, "epochs", f"must be at least 1, got {self.epochs}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class PrivacyStudyConfig:
-    """The attack suite's sizes and budgets (see :class:`medveil.privacy.PrivacyConfig`)."""
-
-    victims: int = 200
-    public: int = 1000
-    pairs: tuple[int, ...] = (100, 1000)
-    threats: tuple[str, ...] = ("A1", "A2", "A3")
-    attacks: tuple[str, ...] = ("all",)
-    decoder_steps: int = 2000
-    decoder_seconds: float = 600.0
-    mda_steps: int = 300
-
-    def __post_init__(self) -> None:
-        _require(self.victims >= 1, "victims", f"must be at least 1, got {self.victims}")
-        _require(self.public >= 1, "public", f"must be at least 1, got {self.public}")
-        _require(all(p >= 1 for p in self.pairs), "pairs", "every count must be at least 1")
-        for threat in self.threats:
-            _require(threat in ("A1", "A2", "A3"), "threats", f"unknown threat model {threat!r}")
-        _require(len(self.threats) >= 1, "threats", "must name at least one threat model")
-        for attack in self.attacks:
-            _require(
-                attack == "all" or attack in list_attacks(),
-                "attacks",
-                f"unknown attack {attack!r}; choose from all, {', '.join(list_attacks())}",
-            )
-        _require(self.decoder_steps >= 1, "decoder_steps", "must be at least 1")
-        _require(self.decoder_seconds > 0, "decoder_seconds", "must be positive")
-        _require(self.mda_steps >= 1, "mda_steps", "must be at least 1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -244,10 +211,37 @@ class StudyConfig:
                 "sweep.ranks",
                 f"rank {k} exceeds obfuscation.size={self.obfuscation.size}",
             )
+        try:
+            self.train_config(self.sweep.model, epochs=self.sweep.epochs)
+        except ConfigError as exc:
+            names = {**self.training.STUDY_SETS, "model": "sweep.model", "epochs": "sweep.epochs"}
+            raise _renamed(exc, names, prefix="training.") from None
+
+    def scheme(self, preset: Preset | str) -> SchemeParams:
+        """The parameters of the study's key for ``preset``."""
+        return self.obfuscation.scheme(preset)
+
+    def train_config(self, model: str, *, epochs: int | None = None) -> TrainConfig:
+        """The :class:`~medveil.training.TrainConfig` of a study run of ``model`` (``epochs``
+        defaults to ``training.epochs``; the rank sweep gives its own)."""
+        return self.training.train_config(
+            model=model, epochs=self.training.epochs if epochs is None else epochs,
+            seed=self.seed, device=self.device, test_fraction=self.data.test_fraction,
+        )
+
+    def privacy_config(self) -> PrivacyConfig:
+        """The attack suite's :class:`~medveil.privacy.PrivacyConfig`."""
+        own = {f.name: getattr(self.privacy, f.name) for f in fields(PrivacyConfig)}
+        return PrivacyConfig(**{**own, "seed": self.seed, "device": self.device})
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (lists for tuples), the form written to ``config.yaml``."""
-        return _plain(asdict(self))
+        """Plain data (lists for tuples), the form written to ``config.yaml``; the fields the
+        study sets itself (each section's ``STUDY_SETS``) are left out."""
+        data = _plain(asdict(self))
+        for f in fields(self):
+            for name in getattr(getattr(self, f.name), "STUDY_SETS", {}):
+                del data[f.name][name]
+        return data
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
@@ -272,6 +266,10 @@ QUICK: dict[str, Any] = {
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -293,8 +291,14 @@ def _type_name(kind: Any) -> str:
     return getattr(kind, "__name__", str(kind))
 
 
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(kind: Any, value: Any, name: str) -> Any:
-    """Check ``value`` against the annotation ``kind``; YAML lists become tuples."""
+    """Check ``value`` against the annotation ``kind``; YAML lists become tuples.
+
+    Enumerations and literals pass as they are: the library class checks their values.
+    """
     origin = get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         options = get_args(kind)
@@ -307,14 +311,18 @@ def _coerce(kind: Any, value: Any, name: str) -> Any:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             value = [value]  # a single value where a list is expected: `--set training.models=resnet50`
         if not isinstance(value, (list, tuple)):
-            raise _Invalid(name, f"must be a list, got {value!r}")
+            raise ConfigError(f"must be a list, got {value!r}", field=name)
         return tuple(_coerce(inner, v, name) for v in value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str) and _EXPONENT.fullmatch(value):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+    if kind is Path:
+        kind = str
     if kind in (int, float, str, bool) and (
         not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))
     ):
-        raise _Invalid(name, f"must be {_type_name(kind)}, got {value!r}")
+        raise ConfigError(f"must be {_type_name(kind)}, got {value!r}", field=name)
     return value
 
 
@@ -323,8 +331,13 @@ def _build(cls: type, data: Any, *, prefix: str) -> Any:
         where = prefix.rstrip(".") or "the configuration"
         raise ConfigError(f"{where}: must be a mapping of fields, got {data!r}")
     hints = get_type_hints(cls)
-    known = {f.name: f for f in fields(cls)}
+    study_sets: dict[str, str] = getattr(cls, "STUDY_SETS", {})
+    known = {f.name: f for f in fields(cls) if f.name not in study_sets}
     for name in data:
+        if name in study_sets:
+            raise ConfigError(
+                f"set by the study ({study_sets[name]}), not in this section", field=prefix + name
+            )
         if name not in known:
             close = difflib.get_close_matches(str(name), list(known), n=1)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
@@ -343,12 +356,13 @@ def _build(cls: type, data: Any, *, prefix: str) -> Any:
             continue
         try:
             values[name] = _coerce(kind, data[name], name)
-        except _Invalid as exc:
-            raise ConfigError(f"{prefix}{exc.name}: {exc.message}") from None
+        except ConfigError as exc:
+            raise _renamed(exc, {}, prefix=prefix) from None
     try:
         return cls(**values)
-    except _Invalid as exc:
-        raise ConfigError(f"{prefix}{exc.name}: {exc.message}") from None
+    except ConfigError as exc:
+        # Library classes raise KeyParameterError and other ConfigErrors naming their field.
+        raise _renamed(exc, {}, prefix=prefix) from None
 
 
 def parse_override(text: str) -> dict[str, Any]:

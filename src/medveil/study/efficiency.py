@@ -7,6 +7,7 @@ from collections import defaultdict
 
 import torch
 
+from medveil.errors import ConfigError
 from medveil.keys import Key
 from medveil.obfuscator import Obfuscator
 
@@ -38,7 +39,7 @@ def stage_timings(
     obfuscator = Obfuscator(key)
     batches = [images[i : i + batch_size].to(device) for i in range(0, len(images), batch_size)]
     if not batches:
-        raise ValueError("stage_timings needs at least one image")
+        raise ConfigError("stage_timings needs at least one image")
     obfuscator.stages(batches[0])
 
     clock = _StageClock(device)

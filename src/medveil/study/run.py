@@ -28,7 +28,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,13 +48,13 @@ from medveil.machine import describe, resolve_device
 from medveil.obfuscate import obfuscate_dataset
 from medveil.obfuscator import Obfuscator
 from medveil.outputs import mark_output
-from medveil.privacy import PrivacyConfig, run_privacy
-from medveil.study.config import StudyConfig
+from medveil.privacy import run_privacy
+from medveil.study.config import ConfigError, StudyConfig
 from medveil.study.efficiency import stage_timings
 from medveil.study.metrics import PRESETS, STEPS
 from medveil.study.report import write_report
 from medveil.synthetic.write import write_dataset
-from medveil.training import TrainConfig, evaluate, sweep_rank, train
+from medveil.training import evaluate, sweep_rank, train
 
 __all__ = ["StudyResult", "run_study"]
 
@@ -94,7 +94,7 @@ class _Run:
                     f"{self.dir}: folder is not empty and is not a medveil study; choose a new "
                     "folder"
                 )
-            if config_path.read_text() != text:
+            if self._saved_config(config_path) != self.config:
                 raise StudyError(
                     f"{self.dir}: this study was started with a different configuration "
                     f"({self._differences(config_path)}); rerun with the same settings to "
@@ -118,11 +118,20 @@ class _Run:
             },
         )
 
-    def _differences(self, saved: Path) -> str:
+    @staticmethod
+    def _saved_config(saved: Path) -> StudyConfig | None:
+        """The configuration a study was started with, read as a configuration (so that a
+        setting added to medveil since, at its default, is no change); ``None`` if unreadable."""
         import yaml
 
-        old = yaml.safe_load(saved.read_text()) or {}
-        changed = _changed_fields(old, self.config.to_dict())
+        try:
+            return StudyConfig.from_dict(yaml.safe_load(saved.read_text()) or {})
+        except (OSError, yaml.YAMLError, ConfigError):
+            return None
+
+    def _differences(self, saved: Path) -> str:
+        old = self._saved_config(saved)
+        changed = [] if old is None else _changed_fields(old.to_dict(), self.config.to_dict())
         return "changed: " + ", ".join(changed) if changed else "the file was edited"
 
     @property
@@ -214,7 +223,7 @@ def _step_keys(run: _Run, say: Callable[[str], None]) -> None:
         if path.is_file():
             fingerprints[str(preset)] = Key.load(path).fingerprint
             continue
-        key = generate_key(**cfg.key_params(preset))
+        key = generate_key(**run.config.scheme(preset).to_dict())
         if key.params.needs_calibration:
             say(f"calibrating the {preset} key")
             key = calibrate(
@@ -296,15 +305,6 @@ def _step_efficiency(run: _Run, say: Callable[[str], None]) -> None:
     atomic_write_json(run.dir / "metrics" / "stage_timings.json", rows)
 
 
-def _train_config(run: _Run, *, model: str, epochs: int) -> TrainConfig:
-    t = run.config.training
-    return TrainConfig(
-        model=model, epochs=epochs, batch_size=t.batch_size, lr=t.lr, input_size=t.input_size,
-        patience=t.patience, val_fraction=t.val_fraction, test_fraction=run.config.data.test_fraction,
-        seed=run.config.seed, device=run.config.device, stem=t.stem,
-    )
-
-
 def _step_train(run: _Run, say: Callable[[str], None]) -> None:
     root = _dataset_root(run)
     for scheme in ("plaintext", *(str(p) for p in PRESETS)):
@@ -317,7 +317,7 @@ def _step_train(run: _Run, say: Callable[[str], None]) -> None:
             if not resume and run_dir.exists():
                 shutil.rmtree(run_dir)  # stopped before its first checkpoint: start it clean
             say(f"training {model} on {scheme}" + (" (resuming)" if resume else ""))
-            config = _train_config(run, model=model, epochs=run.config.training.epochs)
+            config = run.config.train_config(model)
 
             def report(event: Any, label: str = f"{model} on {scheme}") -> None:
                 if event.kind == "step":
@@ -345,16 +345,13 @@ def _step_sweep(run: _Run, say: Callable[[str], None]) -> None:
 
     sweep_rank(
         _dataset_root(run), ranks=cfg.ranks, key=key,
-        config=_train_config(run, model=cfg.model, epochs=cfg.epochs), out_dir=out,
+        config=run.config.train_config(cfg.model, epochs=cfg.epochs), out_dir=out,
         progress=report,
     )
 
 
 def _step_privacy(run: _Run, say: Callable[[str], None]) -> None:
-    # The study's privacy section is PrivacyConfig less the run-wide seed and device.
-    config = PrivacyConfig(
-        **asdict(run.config.privacy), seed=run.config.seed, device=run.config.device
-    )
+    config = run.config.privacy_config()
     for preset in PRESETS:
         run_privacy(
             _dataset_root(run), key=_load_key(run, preset), config=config,

@@ -20,6 +20,8 @@ from typing import Protocol
 
 import numpy as np
 
+from medveil.errors import ConfigError
+
 __all__ = ["DATASETS", "SyntheticSpec", "make_dataset", "render_images"]
 
 
@@ -79,20 +81,20 @@ def check_request(name: str, *, per_class: int, size: int, seed: int) -> Synthet
 
     Raises
     ------
-    ValueError
+    ConfigError
         For an unknown name (the message lists the valid ones), ``per_class < 1``,
         ``size < 32`` or a negative seed.
     """
     if name not in DATASETS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown synthetic data set {name!r}; valid names: {', '.join(sorted(DATASETS))}"
         )
     if int(per_class) < 1:
-        raise ValueError(f"per_class must be at least 1, got {per_class}")
+        raise ConfigError(f"per_class must be at least 1, got {per_class}")
     if int(size) < MIN_SIZE:
-        raise ValueError(f"size must be at least {MIN_SIZE} pixels, got {size}")
+        raise ConfigError(f"size must be at least {MIN_SIZE} pixels, got {size}")
     if int(seed) < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        raise ConfigError(f"seed must be a non-negative integer, got {seed}")
     return DATASETS[name]
 
 
@@ -167,7 +169,7 @@ def make_dataset(
 
     Raises
     ------
-    ValueError
+    ConfigError
         Unknown name, ``per_class < 1``, ``size < 32`` or negative seed.
     """
     spec = check_request(name, per_class=per_class, size=size, seed=seed)

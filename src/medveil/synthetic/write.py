@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 import medveil
+from medveil.errors import ConfigError, DatasetLayoutError
 from medveil.synthetic import DATASETS, check_request, render_images
 
 __all__ = ["WriteResult", "write_dataset"]
@@ -57,13 +58,13 @@ def _check_folder(out_dir: Path, name: str) -> None:
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
-        raise ValueError(f"{out_dir} exists and is not a folder")
+        raise DatasetLayoutError(f"{out_dir} exists and is not a folder")
     if not any(out_dir.iterdir()):
         return
     readme = out_dir / README
     text = readme.read_text(errors="replace") if readme.is_file() else ""
     if _MARKER not in text or f"\ndataset: {name}\n" not in text:
-        raise ValueError(
+        raise DatasetLayoutError(
             f"{out_dir} is not empty and is not an earlier output of write_dataset for {name!r}; "
             "choose an empty or new folder"
         )
@@ -154,15 +155,17 @@ def write_dataset(
 
     Raises
     ------
-    ValueError
-        Invalid arguments, or a non-empty ``out_dir`` that is not an earlier output of this
-        data set (the message names the folder).
+    ConfigError
+        Invalid arguments.
+    DatasetLayoutError
+        A non-empty ``out_dir`` that is not an earlier output of this data set (the message
+        names the folder).
     """
     spec = check_request(name, per_class=per_class, size=size, seed=seed)
     if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+        raise ConfigError(f"test_fraction must be in [0, 1), got {test_fraction}")
     if test_fraction > 0 and per_class < 2:
-        raise ValueError("a test split needs per_class of at least 2")
+        raise ConfigError("a test split needs per_class of at least 2")
     out = Path(out_dir)
     _check_folder(out, name)
     out.mkdir(parents=True, exist_ok=True)

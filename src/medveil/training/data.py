@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from medveil.errors import ConfigError, DatasetLayoutError, LoadError, RunError
 from medveil.keys import Key
 from medveil.layout import DatasetIndex, Item, scan_dataset
 from medveil.loading import LoadOptions, load_image
@@ -55,12 +56,14 @@ __all__ = [
     "ExampleSet",
     "FolderTable",
     "MemoryTable",
+    "PreparedData",
     "SplitPlan",
     "Standardisation",
     "augment_batch",
     "obfuscate_source",
     "open_data",
     "plan_splits",
+    "prepare_data",
     "stratified_holdout",
     "to_model_input",
 ]
@@ -90,7 +93,7 @@ class MemoryTable:
 
     def __post_init__(self) -> None:
         if self.images.ndim != 3 or len(self.images) != len(self.labels):
-            raise ValueError(
+            raise LoadError(
                 f"expected images (N, h, w) and N labels, got {self.images.shape} and "
                 f"{self.labels.shape}"
             )
@@ -166,9 +169,9 @@ class DataSource:
         """The same data with group labels (one per example of each named table)."""
         for name, labels in groups.items():
             if name not in self.tables:
-                raise ValueError(f"no table {name!r} to group (has {', '.join(self.tables)})")
+                raise DatasetLayoutError(f"no table {name!r} to group (has {', '.join(self.tables)})")
             if len(labels) != len(self.tables[name].labels):
-                raise ValueError(
+                raise DatasetLayoutError(
                     f"table {name!r}: {len(labels)} group labels for "
                     f"{len(self.tables[name].labels)} examples"
                 )
@@ -216,11 +219,11 @@ class DataSource:
 
 def _check_labels(tables: dict[str, Any], num_classes: int) -> None:
     if num_classes < 2:
-        raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
+        raise DatasetLayoutError(f"a classifier needs at least 2 classes, got {num_classes}")
     for name, table in tables.items():
         labels = table.labels
         if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(f"split {name!r}: labels outside [0, {num_classes})")
+            raise DatasetLayoutError(f"split {name!r}: labels outside [0, {num_classes})")
 
 
 def _store_source(store: ObfuscatedStore) -> DataSource:
@@ -296,7 +299,7 @@ def obfuscate_source(
     The images must already be ``key.params.size`` pixels square.
     """
     if source.kind != "plaintext":
-        raise ValueError("only plaintext data can be obfuscated")
+        raise ConfigError("only plaintext data can be obfuscated")
     obfuscator = Obfuscator(key, noise_seed=noise_seed)
     tables: dict[str, MemoryTable] = {}
     for name, table in source.tables.items():
@@ -353,7 +356,7 @@ def _grouped_holdout(
     labels: np.ndarray, fraction: float, *, rng: np.random.Generator, groups: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     if len(groups) != len(labels):
-        raise ValueError(f"{len(groups)} group labels for {len(labels)} examples")
+        raise DatasetLayoutError(f"{len(groups)} group labels for {len(labels)} examples")
     names, inverse = np.unique(groups, return_inverse=True)
     sizes = np.bincount(inverse, minlength=len(names))
     votes = np.zeros((len(names), int(labels.max(initial=0)) + 1), np.int64)
@@ -406,11 +409,11 @@ def plan_splits(
     split across train, validation and test.
     """
     if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1:
-        raise ValueError("val_fraction must be in (0, 1) and test_fraction in [0, 1)")
+        raise ConfigError("val_fraction must be in (0, 1) and test_fraction in [0, 1)")
     tables = source.tables
     base = "train" if "train" in tables else "all"
     if base not in tables:
-        raise ValueError(f"no 'train' or 'all' split to train on (has {', '.join(tables)})")
+        raise DatasetLayoutError(f"no 'train' or 'all' split to train on (has {', '.join(tables)})")
     rng = np.random.default_rng([seed, 0x5EED])
     labels = tables[base].labels
     groups = source.groups.get(base)
@@ -431,7 +434,7 @@ def plan_splits(
         parts["train"], parts["val"] = (base, pool[kept]), (base, pool[held])
     for role in ("train", "val"):
         if len(parts[role][1]) == 0:
-            raise ValueError(f"the {role} split is empty: the dataset is too small to split")
+            raise DatasetLayoutError(f"the {role} split is empty: the dataset is too small to split")
     return SplitPlan({role: parts[role] for role in ("train", "val", "test") if role in parts})
 
 
@@ -461,7 +464,7 @@ class Standardisation:
         mean = total / count
         std = float(np.sqrt(max(total_sq / count - mean * mean, 0.0)))
         if not std > 1e-12:
-            raise ValueError("the training images are constant: nothing to learn from")
+            raise LoadError("the training images are constant: nothing to learn from")
         return cls(mean=mean, std=std)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
@@ -521,6 +524,105 @@ class ExampleSet(Dataset):
         return list(zip(x, self.table.labels[rows].tolist()))
 
 
+def _array_shape(source: DataSource, *, size: int) -> tuple[int, int]:
+    """The ``(n, m)`` shape of the source's arrays: a store's, or ``size`` for plaintext images
+    (loaded at the model's input size)."""
+    if source.kind == "obfuscated" and source.provenance.get("shape"):
+        n, m = source.provenance["shape"]
+        return int(n), int(m)
+    table = next(iter(source.tables.values()))
+    if len(table.labels):
+        first = table.arrays(np.arange(1))
+        return int(first.shape[1]), int(first.shape[2])
+    return size, size
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedData:
+    """Everything the trainer reads from the data, made by :func:`prepare_data`.
+
+    Attributes
+    ----------
+    source : DataSource
+        The opened data (classes, kind, identity, provenance).
+    plan : SplitPlan
+        Which examples train, validate and test.
+    standardisation : Standardisation
+        The constants every example set applies (fitted on the training split, or given).
+    sets : dict
+        :class:`ExampleSet` by role (``train``, ``val`` and, when held out, ``test``).
+    in_shape : tuple of int
+        The ``(n, m)`` shape of the arrays the model's input stem reads.
+    """
+
+    source: DataSource
+    plan: SplitPlan
+    standardisation: Standardisation
+    sets: dict[str, ExampleSet]
+    in_shape: tuple[int, int]
+
+
+def prepare_data(
+    data: DataSource | ObfuscatedStore | str | Path,
+    *,
+    image_size: int,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    standardisation: Standardisation | None = None,
+    plan: SplitPlan | None = None,
+    identity: str | None = None,
+) -> PreparedData:
+    """Open the data, split it, fit the standardisation and build the example sets, in one go.
+
+    Parameters
+    ----------
+    data : DataSource, ObfuscatedStore, str or Path
+        As for :func:`open_data` (the labels are checked there).
+    image_size : int
+        Side at which plaintext images are loaded.
+    val_fraction, test_fraction, seed
+        As for :func:`plan_splits`; unused when ``plan`` is given.
+    standardisation : Standardisation, optional
+        Fixed constants (a pretrained model's); by default they are fitted on the training split.
+    plan : SplitPlan, optional
+        A saved plan (a resumed run's), used instead of a new one.
+    identity : str, optional
+        The identity of the data ``plan`` was made on: other data are refused before the plan
+        is applied to them.
+
+    Raises
+    ------
+    RunError
+        ``identity`` is not the data's.
+    DatasetLayoutError
+        The data cannot be split, or its training split has fewer than 2 examples.
+    """
+    source = open_data(data, image_size=image_size)
+    if identity is not None and source.identity != identity:
+        raise RunError("cannot resume on different data than the run started with")
+    if plan is None:
+        plan = plan_splits(
+            source, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+        )
+    train_table, train_indices = plan.parts["train"]
+    if len(train_indices) < 2:
+        raise DatasetLayoutError("the training split needs at least 2 examples")
+    if standardisation is None:
+        # The stem reads the arrays at their own shape, so they are standardised as they are.
+        standardisation = Standardisation.fit(
+            source.tables[train_table], train_indices, seed=seed
+        )
+    sets = {
+        role: ExampleSet(source.tables[table], indices, standardisation=standardisation)
+        for role, (table, indices) in plan.parts.items()
+    }
+    return PreparedData(
+        source=source, plan=plan, standardisation=standardisation, sets=sets,
+        in_shape=_array_shape(source, size=image_size),
+    )
+
+
 def augment_batch(x: torch.Tensor, mode: str, *, generator: torch.Generator) -> torch.Tensor:
     """Random per-example augmentation of a ``(B, 1, h, w)`` batch.
 
@@ -529,7 +631,7 @@ def augment_batch(x: torch.Tensor, mode: str, *, generator: torch.Generator) -> 
     a symmetry of obfuscated arrays (see the module notes for what they cost there).
     """
     if mode not in AUGMENTATIONS:
-        raise ValueError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {mode!r}")
+        raise ConfigError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {mode!r}")
     if mode == "none":
         return x
     flip = torch.rand(len(x), generator=generator) < 0.5

@@ -31,6 +31,13 @@ from torchmetrics.functional.classification import (
 )
 
 from medveil.atomic import atomic_write_bytes, atomic_write_json
+from medveil.errors import (
+    ConfigError,
+    DatasetLayoutError,
+    InvalidKeyError,
+    LoadError,
+    RunError,
+)
 from medveil.keys import Key
 from medveil.machine import resolve_device
 from medveil.obfuscator import Obfuscator
@@ -80,7 +87,7 @@ class TrainedRun:
         n, m = self.info["in_shape"]
         if arrays.shape[1:] != (n, m):
             if self.kind == "obfuscated" or n != m:
-                raise ValueError(
+                raise LoadError(
                     f"this model reads {n}x{m} arrays, got {arrays.shape[1]}x{arrays.shape[2]}"
                 )
             return to_model_input(arrays, size=n, standardisation=self.standardisation)
@@ -115,17 +122,17 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best") -> TrainedRun:
     ``"last"`` loads the latest epoch's (``last.pt``), e.g. to score a run while it trains.
     """
     if checkpoint not in ("best", "last"):
-        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
+        raise ConfigError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     run_dir = Path(run_dir).expanduser()
     path = run_dir / "run.json"
     if not path.is_file():
-        raise ValueError(f"{run_dir}: not a medveil training run (no run.json)")
+        raise RunError(f"{run_dir}: not a medveil training run (no run.json)")
     info = json.loads(path.read_text())
     if info.get("format") != RUN_FORMAT:
-        raise ValueError(f"{path}: not a medveil run description")
+        raise RunError(f"{path}: not a medveil run description")
     weights = run_dir / f"{checkpoint}.pt"
     if not weights.is_file():
-        raise ValueError(f"{run_dir}: no {weights.name}; the run has not finished an epoch")
+        raise RunError(f"{run_dir}: no {weights.name}; the run has not finished an epoch")
     stem = info.get("stem")
     model = create_model(
         info["model"], num_classes=len(info["classes"]), input_size=info["input_size"],
@@ -287,17 +294,17 @@ def scores(
 
 def _check_compatible(run: TrainedRun, source: DataSource) -> None:
     if source.kind != run.kind:
-        raise ValueError(
+        raise RunError(
             f"{run.run_dir}: the model was trained on {run.kind} data; the data given is "
             f"{source.kind}"
         )
     if source.kind == "obfuscated" and source.key_fingerprint != run.key_fingerprint:
-        raise ValueError(
+        raise RunError(
             f"this model was trained under key fingerprint {run.key_fingerprint}; the data given "
             f"was obfuscated under {source.key_fingerprint}"
         )
     if source.classes != run.classes:
-        raise ValueError(
+        raise RunError(
             f"class mismatch: the model has {list(run.classes)}, the data {list(source.classes)}"
         )
 
@@ -307,13 +314,13 @@ def _select(
 ) -> tuple[ArrayTable, np.ndarray, str]:
     if split is not None:
         if split not in source.tables:
-            raise ValueError(f"no split {split!r} in the data (has {', '.join(source.tables)})")
+            raise DatasetLayoutError(f"no split {split!r} in the data (has {', '.join(source.tables)})")
         table = source.tables[split]
         return table, np.arange(len(table.labels)), f"split {split!r}"
     if source.identity == run.info["data"]["identity"]:
         plan = SplitPlan.from_dict(json.loads((run.run_dir / "splits.json").read_text()))
         if "test" not in plan.parts:
-            raise ValueError(
+            raise DatasetLayoutError(
                 f"{run.run_dir}: the run held out no test split (test_fraction 0); evaluate on "
                 "separate test data or name a split"
             )
@@ -323,7 +330,7 @@ def _select(
         if name in source.tables:
             table = source.tables[name]
             return table, np.arange(len(table.labels)), f"split {name!r}"
-    raise ValueError(
+    raise DatasetLayoutError(
         f"the data has no 'test' or 'all' split (has {', '.join(source.tables)}); name one"
     )
 
@@ -356,9 +363,11 @@ def evaluate(
 
     Raises
     ------
-    ValueError
-        The data is of the other kind, obfuscated under another key, has other classes, or
-        has no split to score.
+    RunError
+        ``run_dir`` is not a finished run, or the data is of the other kind, obfuscated under
+        another key, or has other classes.
+    DatasetLayoutError
+        The data has no split to score.
 
     Examples
     --------
@@ -384,7 +393,7 @@ def evaluate(
     _check_compatible(run, source)
     table, indices, description = _select(run, source, split)
     if len(indices) == 0:
-        raise ValueError("nothing to evaluate: the selected split is empty")
+        raise DatasetLayoutError("nothing to evaluate: the selected split is empty")
     dev = resolve_device(device)
     # Read in chunks: a lazily loaded folder or a large store never sits in memory whole.
     probs = np.concatenate([
@@ -433,33 +442,35 @@ def predict(
 
     Raises
     ------
-    ValueError
-        The key's fingerprint differs from the run's, a key is missing for an obfuscated run or
-        given for a plaintext one, or the images have the wrong shape or range.
+    InvalidKeyError
+        The key's fingerprint differs from the run's, or a key is missing for an obfuscated run
+        or given for a plaintext one.
+    LoadError
+        The images have the wrong shape or range.
     """
     run = load_run(run_dir)
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 3:
-        raise ValueError(f"expected images (B, n, n), got shape {images.shape}")
+        raise LoadError(f"expected images (B, n, n), got shape {images.shape}")
     if run.kind == "obfuscated":
         if key is None:
-            raise ValueError(
+            raise InvalidKeyError(
                 f"this model was trained on data obfuscated under key fingerprint "
                 f"{run.key_fingerprint}; pass that key to obfuscate the images"
             )
         if key.fingerprint != run.key_fingerprint:
-            raise ValueError(
+            raise InvalidKeyError(
                 f"this model was trained under key fingerprint {run.key_fingerprint}; "
                 f"the key given has {key.fingerprint}"
             )
         arrays = Obfuscator(key, noise_seed=noise_seed)(images)
     else:
         if key is not None:
-            raise ValueError("this model was trained on plaintext images; predict without a key")
+            raise InvalidKeyError("this model was trained on plaintext images; predict without a key")
         if images.size and not (
             np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
         ):
-            raise ValueError(
+            raise LoadError(
                 f"images must be finite and lie in [0, 1], got values in "
                 f"[{images.min():.4g}, {images.max():.4g}]"
             )

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from medveil.atomic import atomic_write_bytes
 from medveil.calibration import calibrate
+from medveil.errors import ConfigError, LoadError
 from medveil.keys import Key, Preset
 from medveil.outputs import mark_output
 from medveil.training.data import DataSource, MemoryTable, obfuscate_source, open_data, plan_splits
@@ -98,17 +99,17 @@ def sweep_rank(
     ranks = sorted({int(k) for k in ranks})
     size = key.params.size
     if not ranks or ranks[0] < 1 or ranks[-1] > size:
-        raise ValueError(f"ranks must be a non-empty list of integers in [1, {size}]")
+        raise ConfigError(f"ranks must be a non-empty list of integers in [1, {size}]")
     out_dir = Path(out_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
     mark_output(out_dir, kind="rank-sweep")  # keys are refused in here
     source = open_data(data, image_size=size)
     if source.kind != "plaintext":
-        raise ValueError("a rank sweep starts from plaintext images (a folder or arrays)")
+        raise ConfigError("a rank sweep starts from plaintext images (a folder or arrays)")
     plain = _in_memory(source)
     shapes = {table.arrays([0]).shape[1:] for table in plain.tables.values() if len(table.labels)}
     if shapes != {(size, size)}:
-        raise ValueError(f"the images must be {size}x{size} (the key's size), got {sorted(shapes)}")
+        raise LoadError(f"the images must be {size}x{size} (the key's size), got {sorted(shapes)}")
     # The plan depends only on labels and seed, so it is the same for the plaintext and for
     # every obfuscated version: calibration sees exactly the images each model trains on.
     plan = plan_splits(

@@ -49,17 +49,16 @@ from torch.utils.data import DataLoader
 
 import medveil
 from medveil.atomic import atomic_write_bytes, atomic_write_json
+from medveil.errors import ConfigError, RunError
 from medveil.machine import describe, resolve_device
 from medveil.outputs import mark_output
 from medveil.training.data import (
     AUGMENTATIONS,
     DataSource,
-    ExampleSet,
     SplitPlan,
     Standardisation,
     augment_batch,
-    open_data,
-    plan_splits,
+    prepare_data,
 )
 from medveil.training.models import create_model, get_spec
 from medveil.training.stems import STEMS, default_stem
@@ -72,6 +71,11 @@ RUN_VERSION = 1
 # Settings that may change between an interrupted run and its resumption without changing
 # the result (on CPU; a different device gives a different but valid run).
 _RESUMABLE_CHANGES = ("device", "num_workers")
+
+
+def _check(condition: bool, field: str, problem: str) -> None:
+    if not condition:
+        raise ConfigError(problem, field=field)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,23 +147,53 @@ class TrainConfig:
     stem: str | None = None
 
     def __post_init__(self) -> None:
-        get_spec(self.model)
-        if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 0:
-            raise ValueError("epochs and batch_size must be positive, num_workers non-negative")
-        if not (self.lr > 0 and self.weight_decay >= 0):
-            raise ValueError("lr must be positive and weight_decay non-negative")
-        if self.schedule not in ("onecycle", "cosine"):
-            raise ValueError(f"schedule must be 'onecycle' or 'cosine', got {self.schedule!r}")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError("patience must be positive (or None to disable early stopping)")
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}")
-        if self.normalisation not in ("dataset", "model"):
-            raise ValueError("normalisation must be 'dataset' or 'model'")
-        if self.selection not in ("val_acc", "val_loss"):
-            raise ValueError(f"selection must be 'val_acc' or 'val_loss', got {self.selection!r}")
-        if self.stem is not None and self.stem not in STEMS:
-            raise ValueError(f"stem must be one of {', '.join(STEMS)}, got {self.stem!r}")
+        # Each check names its field (ConfigError.field): the study reports it as training.FIELD.
+        try:
+            spec = get_spec(self.model)
+        except ValueError as exc:
+            raise ConfigError(str(exc), field="model") from None
+        _check(self.epochs >= 1, "epochs", f"must be at least 1, got {self.epochs}")
+        # A batch of one example breaks batch normalisation.
+        _check(self.batch_size >= 2, "batch_size", f"must be at least 2, got {self.batch_size}")
+        _check(self.lr > 0, "lr", f"must be positive, got {self.lr}")
+        _check(self.weight_decay >= 0, "weight_decay", f"must be non-negative, got {self.weight_decay}")
+        _check(
+            self.schedule in ("onecycle", "cosine"), "schedule",
+            f"must be 'onecycle' or 'cosine', got {self.schedule!r}",
+        )
+        _check(
+            self.patience is None or self.patience >= 1, "patience",
+            f"must be at least 1 (or None to disable early stopping), got {self.patience}",
+        )
+        _check(
+            0 < self.val_fraction < 1, "val_fraction", f"must be in (0, 1), got {self.val_fraction}"
+        )
+        _check(
+            0 <= self.test_fraction < 1, "test_fraction",
+            f"must be in [0, 1), got {self.test_fraction}",
+        )
+        _check(
+            self.input_size is None or self.input_size >= spec.min_input_size, "input_size",
+            f"must be at least {spec.min_input_size} for {self.model} (or None for its default "
+            f"{spec.input_size}), got {self.input_size}",
+        )
+        _check(self.num_workers >= 0, "num_workers", f"must be non-negative, got {self.num_workers}")
+        _check(
+            self.augment in AUGMENTATIONS, "augment",
+            f"must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}",
+        )
+        _check(
+            self.normalisation in ("dataset", "model"), "normalisation",
+            f"must be 'dataset' or 'model', got {self.normalisation!r}",
+        )
+        _check(
+            self.selection in ("val_acc", "val_loss"), "selection",
+            f"must be 'val_acc' or 'val_loss', got {self.selection!r}",
+        )
+        _check(
+            self.stem is None or self.stem in STEMS, "stem",
+            f"must be one of {', '.join(STEMS)} (or None), got {self.stem!r}",
+        )
         if self.weights is not None:
             object.__setattr__(self, "weights", Path(self.weights))
 
@@ -167,7 +201,7 @@ class TrainConfig:
         """Fill in the defaults that depend on the model and the data."""
         spec = get_spec(self.model)
         if self.normalisation == "model" and data.kind != "plaintext":
-            raise ValueError(
+            raise ConfigError(
                 "normalisation='model' applies to plaintext images in [0, 1]; obfuscated data "
                 "is standardised on its training split (normalisation='dataset')"
             )
@@ -187,7 +221,7 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
+            raise ConfigError(f"unknown training setting(s): {', '.join(unknown)}")
         return cls(**data)
 
 
@@ -323,20 +357,17 @@ def _run_info(
     }
 
 
-def _check_resumable(run_dir: Path, config: TrainConfig, data: DataSource) -> None:
+def _check_resumable(run_dir: Path, config: TrainConfig) -> None:
     saved = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     differs = [
         f.name for f in fields(TrainConfig)
         if f.name not in _RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(config, f.name)
     ]
     if differs:
-        raise ValueError(
+        raise RunError(
             f"{run_dir}: cannot resume with different settings ({', '.join(differs)}); "
             "use the original settings or a new run folder"
         )
-    info = json.loads((run_dir / "run.json").read_text())
-    if info["data"]["identity"] != data.identity:
-        raise ValueError(f"{run_dir}: cannot resume on different data than the run started with")
 
 
 def _evaluate_loss(
@@ -475,19 +506,6 @@ def _train_epoch(
     return total_loss / count, correct / count
 
 
-def _array_shape(source: DataSource, *, size: int) -> tuple[int, int]:
-    """The ``(n, m)`` shape of the source's arrays: a store's, or ``size`` for plaintext images
-    (loaded at the model's input size)."""
-    if source.kind == "obfuscated" and source.provenance.get("shape"):
-        n, m = source.provenance["shape"]
-        return int(n), int(m)
-    table = next(iter(source.tables.values()))
-    if len(table.labels):
-        first = table.arrays(np.arange(1))
-        return int(first.shape[1]), int(first.shape[2])
-    return size, size
-
-
 def train(
     data: DataSource | str | Path,
     *,
@@ -519,9 +537,14 @@ def train(
 
     Raises
     ------
-    ValueError
-        Bad settings, a non-empty ``run_dir`` without ``resume``, or a resumption whose
-        settings or data differ from the original run's.
+    ConfigError
+        Settings that do not fit the data (``normalisation="model"`` on obfuscated arrays).
+    RunError
+        A non-empty ``run_dir`` without ``resume``, or a resumption whose settings or data
+        differ from the original run's.
+    LoadError
+        Data that cannot be read, split or standardised
+        (:func:`medveil.training.data.prepare_data`).
 
     Examples
     --------
@@ -545,48 +568,43 @@ def train(
     started = time.perf_counter()
     run_dir = Path(run_dir).expanduser()
     spec = get_spec(config.model)
-    source = open_data(data, image_size=config.input_size or spec.input_size)
+    checkpoint: dict[str, Any] | None = None
+    saved_plan: SplitPlan | None = None
+    saved_identity: str | None = None
+    if resume:
+        if not (run_dir / "last.pt").is_file():
+            raise RunError(f"{run_dir}: no checkpoint (last.pt) to resume from")
+        saved_plan = SplitPlan.from_dict(json.loads((run_dir / "splits.json").read_text()))
+        saved_identity = json.loads((run_dir / "run.json").read_text())["data"]["identity"]
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(
+            f"{run_dir}: run folder is not empty; pass resume=True to continue the run in "
+            "it, or choose a new folder"
+        )
+    try:
+        prepared = prepare_data(
+            data, image_size=config.input_size or spec.input_size,
+            val_fraction=config.val_fraction, test_fraction=config.test_fraction,
+            seed=config.seed, plan=saved_plan, identity=saved_identity,
+            standardisation=(
+                Standardisation(mean=spec.mean, std=spec.std)
+                if config.normalisation == "model" else None
+            ),
+        )
+    except RunError as exc:
+        raise RunError(f"{run_dir}: {exc}") from None
+    source, plan = prepared.source, prepared.plan
     config = config.resolve(source)
     assert config.input_size is not None
     device = resolve_device(config.device)
-
-    checkpoint: dict[str, Any] | None = None
     if resume:
-        if not (run_dir / "last.pt").is_file():
-            raise ValueError(f"{run_dir}: no checkpoint (last.pt) to resume from")
-        _check_resumable(run_dir, config, source)
+        _check_resumable(run_dir, config)
         checkpoint = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
-        plan = SplitPlan.from_dict(json.loads((run_dir / "splits.json").read_text()))
-    else:
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ValueError(
-                f"{run_dir}: run folder is not empty; pass resume=True to continue the run in "
-                "it, or choose a new folder"
-            )
-        plan = plan_splits(
-            source, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
-            seed=config.seed,
-        )
 
-    train_table, train_idx = plan.parts["train"]
-    in_shape = _array_shape(source, size=config.input_size)
-    if config.normalisation == "model":
-        standardisation = Standardisation(mean=spec.mean, std=spec.std)
-    else:
-        # The stem reads the arrays at their own shape, so they are standardised as they are.
-        standardisation = Standardisation.fit(
-            source.tables[train_table], train_idx, seed=config.seed
-        )
-    sets = {
-        role: ExampleSet(source.tables[table], idx, standardisation=standardisation)
-        for role, (table, idx) in plan.parts.items()
-    }
-    train_set = sets["train"]
-    if len(train_set) < 2:
-        raise ValueError("the training split needs at least 2 examples")
+    train_set = prepared.sets["train"]
     drop_last = len(train_set) > config.batch_size  # a batch of one would break batch norm
     steps = len(train_set) // config.batch_size if drop_last else 1
-    info = _run_info(config, source, standardisation, plan, device, in_shape)
+    info = _run_info(config, source, prepared.standardisation, plan, device, prepared.in_shape)
 
     if checkpoint is None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -599,7 +617,7 @@ def train(
         torch.manual_seed(config.seed)
         model = create_model(
             config.model, num_classes=len(source.classes), input_size=config.input_size,
-            weights=config.weights, stem=config.stem, in_shape=in_shape,
+            weights=config.weights, stem=config.stem, in_shape=prepared.in_shape,
         ).to(device)
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -614,7 +632,7 @@ def train(
             state = _LoopState.from_checkpoint(checkpoint)
 
         val_loader = DataLoader(
-            sets["val"], batch_size=config.batch_size * 2, num_workers=config.num_workers
+            prepared.sets["val"], batch_size=config.batch_size * 2, num_workers=config.num_workers
         )
         first_epoch = len(state.history) + 1
         clock = _Clock(pending=(config.epochs - first_epoch + 1) * steps)
