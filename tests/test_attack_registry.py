@@ -93,7 +93,7 @@ def test_config_hands_budgets_and_seed_to_the_attacks_that_take_them() -> None:
         "gram",
         "covariance",
     }
-    with pytest.raises(ConfigError, match="attacks: unknown lbb; choose from all, mean_image"):
+    with pytest.raises(ConfigError, match="attacks: unknown attack 'lbb'; choose from all, mean_image"):
         PrivacyConfig(attacks=("lbb",))
 
 

@@ -101,7 +101,7 @@ _SECTIONS = {
 # int, a float, a bool, an enumeration or a Literal, needs no entry).
 _VALUES = {
     "clip_percentile": 99.0, "augment": "flip", "stem": "resize", "model": "mobilenetv2",
-    "device": "cpu", "pairs": (7,), "threats": ("A2",), "attacks": ("lba",),
+    "device": "cpu", "pairs": (7,), "threats": ("A2",), "attacks": ("lba",), "dp_epsilon": 2.0,
 }
 
 
