@@ -89,10 +89,12 @@ def _text(message: object) -> str:
 
 
 def _exit_code(exc: BaseException) -> int:
-    """1 for a failure of the run itself (writing, a busy output), 2 for bad input."""
+    """1 for a failure of the run itself (writing, a busy output, a PACS that keeps failing), 2
+    for bad input."""
+    from medveil.dicomweb import DicomWebUnavailableError
     from medveil.store import StoreBusyError, StoreWriteError
 
-    if isinstance(exc, (StoreBusyError, StoreWriteError)):
+    if isinstance(exc, (StoreBusyError, StoreWriteError, DicomWebUnavailableError)):
         return EXIT_FAILURE
     if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, FileExistsError)):
         return EXIT_FAILURE
@@ -198,7 +200,14 @@ def keygen(
 @app.command()
 def obfuscate(
     dataset: Annotated[
-        Path, typer.Argument(help="Dataset folder (class sub-folders, or any folder with --labels).")
+        str,
+        typer.Argument(
+            metavar="SOURCE",
+            help="Dataset folder (class sub-folders, or any folder with --labels), or a "
+            "DICOMweb URL http(s)://HOST:PORT/PATH of a PACS (with --labels; credentials from "
+            "MEDVEIL_DICOMWEB_USER and MEDVEIL_DICOMWEB_PASSWORD, MEDVEIL_DICOMWEB_TOKEN or a "
+            "netrc file, never in the URL).",
+        ),
     ],
     key_file: Annotated[Path, typer.Option("--key", help="Key file from `medveil keygen`.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Store folder to write.")],
@@ -206,9 +215,10 @@ def obfuscate(
         Optional[Path],
         typer.Option(
             "--labels",
-            help="CSV with the columns path,label[,split][,group] (paths relative to DATASET): "
-            "labels for a flat folder instead of class sub-folders; rows of one group (a "
-            "patient) are never split apart.",
+            help="CSV with the columns path,label[,split][,group] (paths relative to SOURCE): "
+            "labels for a flat folder instead of class sub-folders; for a DICOMweb SOURCE the "
+            "columns StudyInstanceUID,label[,split][,group]. Rows of one group (a patient) are "
+            "never split apart.",
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per transform batch.")] = 256,
@@ -256,11 +266,13 @@ def obfuscate(
     overwrite: Annotated[bool, typer.Option(help="Replace a complete store.")] = False,
     allow_open_key: Annotated[bool, typer.Option(help=_ALLOW_OPEN_KEY_HELP)] = False,
 ) -> None:
-    """Obfuscate a dataset folder into an obfuscated dataset store.
+    """Obfuscate a dataset folder, or studies retrieved from a PACS over DICOMweb, into an
+    obfuscated dataset store.
 
     Every run draws fresh noise. Do not give one recipient two obfuscations of the same image:
     averaging N copies divides the noise by the square root of N.
     """
+    from medveil.dicomweb import is_dicomweb_url
     from medveil.keys import Key, ensure_not_in_output
     from medveil.loading import LoadOptions
     from medveil.obfuscate import obfuscate_dataset
@@ -276,7 +288,7 @@ def obfuscate(
         with _progress() as bar:
             task = bar.add_task("obfuscating", total=None)
             result = obfuscate_dataset(
-                dataset,
+                dataset if is_dicomweb_url(dataset) else Path(dataset),
                 key=key,
                 output=output,
                 options=options,
