@@ -34,6 +34,7 @@ Examples
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import threading
@@ -86,6 +87,18 @@ _SERIES_UID, _SOP_UID = "0020000E", "00080018"
 _SERIES_NUMBER, _INSTANCE_NUMBER = "00200011", "00200013"
 
 T = TypeVar("T")
+
+
+class _NoRetryingTracebacks(logging.Filter):
+    """dicomweb-client wraps every request in the ``retrying`` package, which logs each failed
+    try as a WARNING with a traceback even with its retries off; medveil retries itself and
+    reports failures as messages, so those records are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Attempts:")
+
+
+logging.getLogger("retrying").addFilter(_NoRetryingTracebacks())
 
 
 class DicomWebError(LoadError):
@@ -303,6 +316,9 @@ class DicomWebSource:
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
+        # The first error that stops the run: the other loader threads' requests then fail at
+        # once instead of each retrying against a server that is down.
+        self._stopped: DicomWebError | None = None
 
     def __enter__(self) -> DicomWebSource:
         return self
@@ -338,6 +354,22 @@ class DicomWebSource:
     ) -> T:
         """``call`` with retries; ``first``: the run's first request, which checks the URL;
         ``not_found``: the error for an answer 404 (Not Found)."""
+        if self._stopped is not None:
+            raise self._stopped
+        try:
+            return self._try(what, call, first=first, not_found=not_found)
+        except DicomWebError as exc:
+            self._stopped = exc
+            raise
+
+    def _try(
+        self,
+        what: str,
+        call: Callable[[DICOMwebClient], T],
+        *,
+        first: bool,
+        not_found: str | None,
+    ) -> T:
         client = self._client()
         for attempt in range(1, self.retry.attempts + 1):
             retry_after = None
@@ -494,6 +526,8 @@ class DicomWebSource:
                     "no longer on the server (deleted since the search?); rerun to start over"
                 ),
             )
+        except DicomWebError:
+            raise
         except (InvalidDicomError, EOFError, KeyError, ValueError) as exc:
             raise ImageLoadError(
                 name, f"the server sent an instance that is not DICOM ({exc})"
