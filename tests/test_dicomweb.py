@@ -174,6 +174,19 @@ class Pacs:
         return path
 
 
+    def as_folder(self, root: Path) -> tuple[Path, Path]:
+        """The same DICOMs as files, and a labels CSV listing them in the same order with the
+        same labels and splits."""
+        (root / "folder").mkdir()
+        rows = ["path,label,split"]
+        for i, (study, data) in enumerate(self.files):
+            (root / "folder" / f"{i:02d}.dcm").write_bytes(data)
+            _, label, split, _ = STUDIES[self.studies.index(study)]
+            rows.append(f"{i:02d}.dcm,{label},{split}")
+        (root / "files.csv").write_text("\n".join(rows) + "\n")
+        return root / "folder", root / "files.csv"
+
+
 @pytest.fixture(scope="module")
 def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
     with orthanc(tmp_path_factory.mktemp("orthanc")) as url:
@@ -213,17 +226,9 @@ def test_pacs_store_equals_folder_store(tmp_path: Path, pacs: Pacs, key) -> None
         dicomweb(pacs.url), labels=labels, key=key, output=tmp_path / "pacs", device="cpu",
         files_per_shard=3, retry=FAST,
     )
-    # The same DICOMs as files, listed in the same order with the same labels and splits.
-    (tmp_path / "folder").mkdir()
-    rows = ["path,label,split"]
-    for i, (study, data) in enumerate(pacs.files):
-        (tmp_path / "folder" / f"{i:02d}.dcm").write_bytes(data)
-        _, label, split, _ = STUDIES[pacs.studies.index(study)]
-        rows.append(f"{i:02d}.dcm,{label},{split}")
-    (tmp_path / "files.csv").write_text("\n".join(rows) + "\n")
+    folder, files = pacs.as_folder(tmp_path)
     obfuscate_dataset(
-        tmp_path / "folder", labels=tmp_path / "files.csv", key=key, output=tmp_path / "files",
-        device="cpu", files_per_shard=3,
+        folder, labels=files, key=key, output=tmp_path / "files", device="cpu", files_per_shard=3,
     )
     from_pacs, from_files = read_store(tmp_path / "pacs"), read_store(tmp_path / "files")
     assert list(from_pacs) == list(from_files) == ["train", "test"]
@@ -521,6 +526,28 @@ def test_cli_reads_a_pacs_and_writes_only_the_store(
     ])
     assert result.exit_code == 2
     assert "bad.csv, row 7: study 1.2.3.4 is not on the server" in result.output
+
+
+def test_cli_keygen_calibrates_on_a_pacs(tmp_path: Path, pacs: Pacs) -> None:
+    """The quantizer range depends only on the images (not the secret): the same as from the
+    same files in a folder, drawn in the same order."""
+    from medveil.calibration import calibrate, load_calibration_images
+    from medveil.keys import Key
+    from medveil.loading import LoadOptions
+
+    labels = pacs.labels(tmp_path / "studies.csv")
+    result = runner.invoke(app, [
+        "keygen", "--size", str(SIZE), "--rank", "8", "--calibrate", dicomweb(pacs.url),
+        "--labels", str(labels), "--calibration-images", "6", "-o", str(tmp_path / "k.key"),
+    ])
+    assert result.exit_code == 0, result.output
+    key = Key.load(tmp_path / "k.key")
+    folder, files = pacs.as_folder(tmp_path)
+    images = load_calibration_images(
+        folder, count=6, options=LoadOptions(size=SIZE), labels=files
+    )
+    expected = calibrate(generate_key(size=SIZE, rank=8), images).calibration
+    assert key.calibration.images == 6 and key.calibration.clip == expected.clip
 
 
 def test_credentials_from_the_environment_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:

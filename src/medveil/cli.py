@@ -136,6 +136,15 @@ def _percentile(value: Optional[str]) -> Optional[tuple[float, float]]:
     return (lo, hi)
 
 
+_NIFTI_VOLUME_HELP = (
+    "Volume of a 4-D NIfTI (fMRI, time series) to slice, or 'all' (default: refuse 4-D files)."
+)
+_FILL_NONFINITE_HELP = (
+    "Replace NaN and infinite values by VALUE, counting the images touched (default: refuse "
+    "such files)."
+)
+
+
 def _nifti_volume(value: Optional[str]) -> int | str | None:
     if value is None:
         return None
@@ -166,13 +175,33 @@ def keygen(
     right: Annotated[Optional[str], typer.Option(help="'gaussian' or 'none'.")] = None,
     width: Annotated[Optional[int], typer.Option(help="Columns m of R_R (default n).")] = None,
     calibrate: Annotated[
-        Optional[Path], typer.Option(help="Dataset folder to calibrate the key on.")
+        Optional[str],
+        typer.Option(
+            metavar="SOURCE",
+            help="Dataset folder to calibrate the key on (class sub-folders, or any folder with "
+            "--labels), or a PACS's DICOMweb URL with --labels, as for obfuscate.",
+        ),
     ] = None,
     calibration_images: Annotated[int, typer.Option(help="Images used to calibrate.")] = 512,
+    labels: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--labels",
+            help="Labels CSV naming the calibration files (path,label,...) or, for a DICOMweb "
+            "SOURCE, studies (StudyInstanceUID,label,...), as for obfuscate.",
+        ),
+    ] = None,
+    nifti_volume: Annotated[
+        Optional[str], typer.Option(metavar="INDEX|all", help=_NIFTI_VOLUME_HELP)
+    ] = None,
+    fill_nonfinite: Annotated[
+        Optional[float], typer.Option(metavar="VALUE", help=_FILL_NONFINITE_HELP)
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing key file.")] = False,
 ) -> None:
     """Draw a new secret key (256 bits) and store it with its parameters, owner-only."""
     from medveil import calibration
+    from medveil.dicomweb import is_dicomweb_url
     from medveil.keys import generate_key
     from medveil.loading import LoadOptions
 
@@ -184,15 +213,25 @@ def keygen(
         key = generate_key(preset=preset, size=size, rank=rank, **overrides)
         if key.params.needs_calibration and calibrate is None:
             raise _fail("the multistage preset needs --calibrate DATASET_DIR")
+        loader = {"--labels": labels, "--nifti-volume": nifti_volume,
+                  "--fill-nonfinite": fill_nonfinite}
+        unused = [name for name, value in loader.items() if value is not None]
+        if unused and calibrate is None:
+            raise _fail(f"{', '.join(unused)}: used only with --calibrate SOURCE")
         if calibrate is not None:
+            options = LoadOptions(
+                size=size, nifti_volume=_nifti_volume(nifti_volume),
+                fill_nonfinite=fill_nonfinite,
+            )
             with console.status(f"loading up to {calibration_images} calibration images"):
                 images = calibration.load_calibration_images(
-                    calibrate, count=calibration_images, options=LoadOptions(size=size)
+                    calibrate if is_dicomweb_url(calibrate) else Path(calibrate),
+                    count=calibration_images, options=options, labels=labels,
                 )
             with console.status(f"calibrating on {len(images)} images"):
                 key = calibration.calibrate(key, images)
         path = key.save(output, overwrite=force)
-    except (MedveilError, FileExistsError) as exc:
+    except (MedveilError, FileExistsError, ValueError) as exc:
         raise _failed(exc) from None
     console.print(f"wrote key [bold]{_text(path)}[/bold] (fingerprint {key.fingerprint}, mode 0600)")
 
@@ -234,20 +273,10 @@ def obfuscate(
     ] = None,
     nifti_axis: Annotated[int, typer.Option(help="Axis along which NIfTI volumes are sliced.")] = 2,
     nifti_volume: Annotated[
-        Optional[str],
-        typer.Option(
-            metavar="INDEX|all",
-            help="Volume of a 4-D NIfTI (fMRI, time series) to slice, or 'all' (default: "
-            "refuse 4-D files).",
-        ),
+        Optional[str], typer.Option(metavar="INDEX|all", help=_NIFTI_VOLUME_HELP)
     ] = None,
     fill_nonfinite: Annotated[
-        Optional[float],
-        typer.Option(
-            metavar="VALUE",
-            help="Replace NaN and infinite values by VALUE, counting the images touched "
-            "(default: refuse such files).",
-        ),
+        Optional[float], typer.Option(metavar="VALUE", help=_FILL_NONFINITE_HELP)
     ] = None,
     min_size: Annotated[
         Optional[int],
@@ -314,6 +343,12 @@ def show(
     key_file: Annotated[Path, typer.Option("--key", help="Key file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="PNG to write.")],
     nifti_axis: Annotated[int, typer.Option(help="NIfTI slicing axis.")] = 2,
+    nifti_volume: Annotated[
+        Optional[str], typer.Option(metavar="INDEX|all", help=_NIFTI_VOLUME_HELP)
+    ] = None,
+    fill_nonfinite: Annotated[
+        Optional[float], typer.Option(metavar="VALUE", help=_FILL_NONFINITE_HELP)
+    ] = None,
     allow_open_key: Annotated[bool, typer.Option(help=_ALLOW_OPEN_KEY_HELP)] = False,
 ) -> None:
     """Plot one image through every stage (original, rank-k, quantized, noised, projected).
@@ -328,13 +363,15 @@ def show(
 
     try:
         key = Key.load(key_file, allow_open=allow_open_key)
-        slices = load_slices(
-            image, options=LoadOptions(size=key.params.size, nifti_axis=nifti_axis)
+        options = LoadOptions(
+            size=key.params.size, nifti_axis=nifti_axis,
+            nifti_volume=_nifti_volume(nifti_volume), fill_nonfinite=fill_nonfinite,
         )
+        slices = load_slices(image, options=options)
         picked = slices[len(slices) // 2]
         fig = stage_figure(Obfuscator(key), picked, title=image.name)
         path = save_figure(fig, output)
-    except MedveilError as exc:
+    except (MedveilError, ValueError) as exc:
         raise _failed(exc) from None
     console.print(f"wrote {_text(path)}")
 

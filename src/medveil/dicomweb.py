@@ -437,11 +437,13 @@ class DicomWebSource:
             "or add the host to a netrc file"
         )
 
-    def scan(self, labels: str | Path) -> DicomWebIndex:
+    def scan(self, labels: str | Path | None) -> DicomWebIndex:
         """Index the instances of the studies a labels CSV names.
 
         Raises
         ------
+        ConfigError
+            No labels file (``labels`` is ``None``).
         DicomWebError
             A wrong URL, a refused login, or (naming the labels file, the row and the UID) a
             study that the server does not hold.
@@ -449,6 +451,11 @@ class DicomWebSource:
             A bad labels file (as :func:`medveil.layout.read_label_rows`), or a study UID that
             is not a UID.
         """
+        if labels is None:
+            raise ConfigError(
+                f"{self.url}: a DICOMweb source needs --labels STUDIES.csv with the columns "
+                "StudyInstanceUID,label[,split][,group]"
+            )
         labels = Path(labels).expanduser()
 
         def check(raw: str, where: str) -> str:

@@ -40,7 +40,7 @@ from medveil.dicomweb import (
     RetryPolicy,
     is_dicomweb_url,
 )
-from medveil.errors import ConfigError, ImageLoadError, StoreError
+from medveil.errors import ImageLoadError, StoreError
 from medveil.keys import Key
 from medveil.layout import (
     DatasetIndex,
@@ -322,11 +322,6 @@ def _source(
     if not is_dicomweb_url(source):
         index = scan_labels(source, labels) if labels is not None else scan_dataset(source)
         return index, lambda item: load_file(index.root / item.path, options=options), None
-    if labels is None:
-        raise ConfigError(
-            f"{source}: a DICOMweb source needs --labels STUDIES.csv with the columns "
-            "StudyInstanceUID,label[,split][,group]"
-        )
     pacs = DicomWebSource(str(source), retry=retry)
     try:
         index = pacs.scan(labels)
