@@ -420,6 +420,9 @@ def test_wrong_url_is_a_clear_error(tmp_path: Path, pacs: Pacs, key) -> None:
         obfuscate_dataset(
             f"{pacs.url}/wado", labels=labels, key=key, output=tmp_path / "b", retry=FAST
         )
+    # The server's root: Orthanc's own REST API, which refuses a QIDO-RS query.
+    with pytest.raises(DicomWebError, match=r"not a DICOMweb service \(HTTP 400 Bad Request"):
+        obfuscate_dataset(pacs.url, labels=labels, key=key, output=tmp_path / "b", retry=FAST)
     with pytest.raises(DicomWebError, match=r"holds a user name or password") as caught:
         obfuscate_dataset(
             f"http://alice:s3cret@127.0.0.1:{free_port()}/dicom-web", labels=labels, key=key,

@@ -383,7 +383,7 @@ class DicomWebSource:
                     raise self._refused(status, reason.strip()) from None
                 if status == 404 and not_found is not None:
                     raise DicomWebError(not_found) from None
-                if status == 404 and first:
+                if first and 400 <= status < 500 and status not in _TRANSIENT_STATUS:
                     raise DicomWebError(
                         f"{self.url}: not a DICOMweb service ({reason.strip()} for {what}); "
                         "check the path of the URL, e.g. http://HOST:PORT/dicom-web"
@@ -408,7 +408,7 @@ class DicomWebSource:
             except requests.exceptions.JSONDecodeError:
                 raise DicomWebError(
                     f"{self.url}: not a DICOMweb service (its answer to {what} is not DICOM "
-                    "JSON); check the URL"
+                    "JSON); check the path of the URL, e.g. http://HOST:PORT/dicom-web"
                 ) from None
             except requests.RequestException as exc:
                 raise DicomWebError(f"{self.url}: {what} failed ({_network_reason(exc)})") from None
@@ -467,9 +467,14 @@ class DicomWebSource:
             return raw
 
         rows = read_label_rows(labels, key=_STUDY_COLUMN, check=check, noun="studies")
-        self._call(
-            "a QIDO-RS search of studies", lambda c: c.search_for_studies(limit=1), first=True
-        )
+        probe = "a QIDO-RS search of studies"
+        studies = self._call(probe, lambda c: c.search_for_studies(limit=1), first=True)
+        if not all(isinstance(study, dict) for study in studies):
+            # E.g. Orthanc's own REST API at the server's root: JSON, but not DICOM JSON.
+            raise DicomWebError(
+                f"{self.url}: not a DICOMweb service (its answer to {probe} is not DICOM JSON); "
+                "check the path of the URL, e.g. http://HOST:PORT/dicom-web"
+            )
         classes = tuple(sorted({row.label for row in rows}))
         splits: dict[str, list[Item]] = {}
         for row in sorted(rows, key=lambda r: SPLIT_ORDER.index(r.split)):
