@@ -367,6 +367,23 @@ def test_transient_errors_are_retried(tmp_path: Path, pacs: Pacs, proxy: FaultyP
         assert labels_.tolist() == read_store(tmp_path / "clean")[split][1].tolist()
 
 
+def test_dropped_connections_are_retried_then_named(
+    tmp_path: Path, pacs: Pacs, proxy: FaultyProxy, key
+) -> None:
+    labels = pacs.labels(tmp_path / "studies.csv")
+    proxy.faults = ["drop"] * 4
+    with pytest.raises(
+        DicomWebUnavailableError,
+        match=r"retrieving instance [0-9.]+ of study [0-9.]+ \(row 2\) failed 4 time\(s\), last "
+        r"with Remote end closed connection without response; the server may be down",
+    ):
+        obfuscate_dataset(
+            dicomweb(proxy.url), labels=labels, key=key, output=tmp_path / "s", device="cpu",
+            retry=FAST, workers=1,
+        )
+    assert proxy.failed == 4 and proxy.retrievals == []
+
+
 def test_a_server_that_stays_down_stops_the_run_and_a_rerun_resumes(
     tmp_path: Path, pacs: Pacs, proxy: FaultyProxy, key
 ) -> None:
@@ -423,6 +440,33 @@ def test_wrong_url_is_a_clear_error(tmp_path: Path, pacs: Pacs, key) -> None:
     # The server's root: Orthanc's own REST API, which refuses a QIDO-RS query.
     with pytest.raises(DicomWebError, match=r"not a DICOMweb service \(HTTP 400 Bad Request"):
         obfuscate_dataset(pacs.url, labels=labels, key=key, output=tmp_path / "b", retry=FAST)
+    # A web page where the DICOMweb root should be.
+    class Page(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 -- the http.server API
+            body = b"<html><body>Hospital intranet</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    site = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=site.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        with pytest.raises(
+            DicomWebError, match=r"not a DICOMweb service \(its answer to a QIDO-RS search of "
+            r"studies is not DICOM JSON\)",
+        ):
+            obfuscate_dataset(
+                f"http://127.0.0.1:{site.server_address[1]}/portal", labels=labels, key=key,
+                output=tmp_path / "b", retry=FAST,
+            )
+    finally:
+        site.shutdown()
+        site.server_close()
     with pytest.raises(DicomWebError, match=r"holds a user name or password") as caught:
         obfuscate_dataset(
             f"http://alice:s3cret@127.0.0.1:{free_port()}/dicom-web", labels=labels, key=key,

@@ -153,7 +153,7 @@ class RetryPolicy:
         seconds = self.backoff * 2 ** (attempt - 1)
         if retry_after:
             seconds = max(seconds, _retry_after_seconds(retry_after))
-        return min(seconds, self.max_wait)
+        return float(min(seconds, self.max_wait))
 
 
 def _retry_after_seconds(value: str) -> float:
@@ -278,6 +278,13 @@ def _network_reason(exc: BaseException) -> str:
         seen.add(id(current))
         if isinstance(current, OSError) and current.strerror:
             return current.strerror
+        if (
+            isinstance(current, OSError)
+            and not isinstance(current, requests.RequestException)
+            and current.args
+            and isinstance(current.args[0], str)
+        ):
+            return current.args[0]  # e.g. "Remote end closed connection without response"
         todo.extend(a for a in current.args if isinstance(a, BaseException))
         for nested in (getattr(current, "reason", None), current.__cause__, current.__context__):
             if isinstance(nested, BaseException):
