@@ -447,3 +447,71 @@ def test_a_store_of_single_images_splits_as_before(tmp_path: Path, key) -> None:
         assert plan_splits(source, val_fraction=0.25, test_fraction=0.25, seed=seed) == plan_splits(
             plain, val_fraction=0.25, test_fraction=0.25, seed=seed
         )
+
+
+def test_cli_show_takes_nifti_volume_and_fill_nonfinite(tmp_path: Path) -> None:
+    """``show`` draws the middle slice of the volume --nifti-volume picks (byte-identical to
+    the figure of that volume saved alone) and fills NaN with --fill-nonfinite."""
+    svd = generate_key(preset="svd", size=16, rank=4)  # noise-free: the figure is reproducible
+    key_file = svd.save(tmp_path / "keys" / "site.key")
+    source = NIBABEL_DATA / "example4d.nii.gz"
+    image = nib.load(source)
+    for t in (0, 1):
+        (tmp_path / f"v{t}").mkdir()
+        save_nifti(image.get_fdata()[..., t], tmp_path / f"v{t}" / "example4d.nii.gz", image.affine)
+    show = ["show", "--key", str(key_file)]
+
+    def figure(path: Path, out: str, *options: str) -> bytes:
+        result = runner.invoke(app, [*show, str(path), "-o", str(tmp_path / out), *options])
+        assert result.exit_code == 0, result.output
+        return (tmp_path / out).read_bytes()
+
+    refused = runner.invoke(app, [*show, str(source), "-o", str(tmp_path / "x.png")])
+    assert refused.exit_code == 2 and "--nifti-volume INDEX" in refused.output
+    picked = figure(source, "picked.png", "--nifti-volume", "1")
+    assert picked == figure(tmp_path / "v1" / "example4d.nii.gz", "alone.png")
+    assert picked != figure(tmp_path / "v0" / "example4d.nii.gz", "other.png")
+    registered = save_nifti(nan_volume(), tmp_path / "registered.nii.gz")
+    refused = runner.invoke(app, [*show, str(registered), "-o", str(tmp_path / "y.png")])
+    assert refused.exit_code == 2 and "--fill-nonfinite VALUE" in refused.output
+    (tmp_path / "filled").mkdir()
+    filled = save_nifti(  # the same name: the figure's title is the file name
+        np.nan_to_num(nan_volume(), nan=0.0, posinf=0.0), tmp_path / "filled" / registered.name
+    )
+    assert figure(registered, "r.png", "--fill-nonfinite", "0") == figure(filled, "f.png")
+
+
+def test_cli_keygen_calibrates_on_a_labels_file_with_the_loader_options(tmp_path: Path) -> None:
+    """``keygen --calibrate`` reads the files a labels CSV names, with --fill-nonfinite; the
+    quantizer range (a percentile of the images' rank-k factors, independent of the secret)
+    is the one those images give."""
+    src = tmp_path / "src"
+    names = flat_folder(src, 4, size=32)
+    save_nifti(nan_volume(), src / "registered.nii.gz")
+    csv = write_csv(tmp_path / "labels.csv", ["path,label", "registered.nii.gz,a", f"{names[1]},b"])
+    base = ["keygen", "--size", "20", "--rank", "4", "--calibrate", str(src)]
+    from medveil.calibration import load_calibration_images
+    from medveil.keys import Key
+
+    # Without the labels file: the class folder scans/ (4 PNGs), not the loose NIfTI.
+    folders = runner.invoke(app, [*base, "-o", str(tmp_path / "k0.key")])
+    assert folders.exit_code == 0, folders.output
+    assert Key.load(tmp_path / "k0.key").calibration.images == 4
+    only_nan = write_csv(tmp_path / "nan.csv", ["path,label", "registered.nii.gz,a"])
+    strict = runner.invoke(app, [*base, "--labels", str(only_nan), "-o", str(tmp_path / "k1.key")])
+    assert strict.exit_code == 2
+    assert "no calibration image could be loaded" in strict.output
+    assert "--fill-nonfinite VALUE" in strict.output
+    done = runner.invoke(app, [
+        *base, "--labels", str(csv), "--fill-nonfinite", "0", "-o", str(tmp_path / "k2.key"),
+    ])
+    assert done.exit_code == 0, done.output
+    key = Key.load(tmp_path / "k2.key")
+    options = LoadOptions(size=20, fill_nonfinite=0.0)
+    images = load_calibration_images(src, count=512, options=options, labels=csv)
+    assert len(images) == key.calibration.images == 5  # 4 filled slices and one PNG
+    assert key.calibration.clip == calibrate(generate_key(size=20, rank=4), images).calibration.clip
+    unused = runner.invoke(app, ["keygen", "--preset", "svd", "--size", "20", "--rank", "4",
+                                 "--labels", str(csv), "-o", str(tmp_path / "k3.key")])
+    assert unused.exit_code == 2 and "--labels: used only with --calibrate SOURCE" in unused.output
+    assert not (tmp_path / "k3.key").exists()

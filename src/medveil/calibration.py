@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -9,9 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from medveil.dicomweb import DicomWebSource, RetryPolicy, is_dicomweb_url
 from medveil.errors import ImageLoadError, LoadError
 from medveil.keys import Calibration, Key
-from medveil.layout import scan_dataset
+from medveil.layout import DatasetIndex, Item, scan_dataset, scan_labels
 from medveil.loading import LoadOptions, load_slices
 from medveil.obfuscator import Obfuscator
 from medveil.stages import truncated_svd
@@ -109,14 +111,43 @@ def calibrate(key: Key, images: Any, *, batch_size: int = 256) -> Key:
 
 
 def load_calibration_images(
-    folder: str | Path, *, count: int, options: LoadOptions, seed: int = 0
+    source: str | Path,
+    *,
+    count: int,
+    options: LoadOptions,
+    seed: int = 0,
+    labels: str | Path | None = None,
+    retry: RetryPolicy | None = None,
 ) -> np.ndarray:
-    """Up to ``count`` images drawn evenly at random (seeded) from a dataset folder.
+    """Up to ``count`` images drawn evenly at random (seeded) from a dataset folder, the files
+    a ``labels`` CSV names in a folder, or (``source`` a DICOMweb URL) the instances of the
+    studies a ``labels`` CSV names, retrieved in memory (:mod:`medveil.dicomweb`).
 
     Bad files are passed over (calibration only needs representative images); an error is
     raised only when none loads.
     """
-    index = scan_dataset(folder)
+    if is_dicomweb_url(source):
+        with DicomWebSource(str(source), retry=retry) as pacs:
+            index = pacs.scan(labels)
+            return _draw(
+                index, lambda item: pacs.read(item, options=options).slices,  # type: ignore[arg-type]
+                count=count, seed=seed, name=pacs.url,
+            )
+    index = scan_labels(source, labels) if labels is not None else scan_dataset(source)
+    return _draw(
+        index, lambda item: load_slices(index.root / item.path, options=options),
+        count=count, seed=seed, name=str(index.root),
+    )
+
+
+def _draw(
+    index: DatasetIndex,
+    read: Callable[[Item], list[np.ndarray]],
+    *,
+    count: int,
+    seed: int,
+    name: str,
+) -> np.ndarray:
     items = [item for items in index.splits.values() for item in items]
     order = np.random.default_rng(seed).permutation(len(items))
     images: list[np.ndarray] = []
@@ -125,9 +156,9 @@ def load_calibration_images(
         if len(images) >= count:
             break
         try:
-            images.extend(load_slices(index.root / items[i].path, options=options))
+            images.extend(read(items[i]))
         except ImageLoadError as exc:
             problems.append(str(exc))
     if not images:
-        raise ImageLoadError(index.root, f"no calibration image could be loaded ({problems[:3]})")
+        raise ImageLoadError(name, f"no calibration image could be loaded ({'; '.join(problems[:3])})")
     return np.stack(images[:count])

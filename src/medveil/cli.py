@@ -108,11 +108,13 @@ def _text(message: object) -> str:
 
 
 def _exit_code(exc: BaseException) -> int:
-    """1 for a failure of the run itself (writing, a busy output, a file system refusal), 2 for
-    bad input (every other medveil error, a bad value, a missing or existing file)."""
+    """1 for a failure of the run itself (writing, a busy output, a file system refusal, a PACS
+    that keeps failing), 2 for bad input (every other medveil error, a bad value, a missing or
+    existing file)."""
+    from medveil.dicomweb import DicomWebUnavailableError
     from medveil.store import StoreBusyError, StoreWriteError
 
-    if isinstance(exc, (StoreBusyError, StoreWriteError)):
+    if isinstance(exc, (StoreBusyError, StoreWriteError, DicomWebUnavailableError)):
         return EXIT_FAILURE
     if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, FileExistsError)):
         return EXIT_FAILURE
@@ -154,6 +156,15 @@ def _percentile(value: Optional[str]) -> Optional[tuple[float, float]]:
     return (lo, hi)
 
 
+_NIFTI_VOLUME_HELP = (
+    "Volume of a 4-D NIfTI (fMRI, time series) to slice, or 'all' (default: refuse 4-D files)."
+)
+_FILL_NONFINITE_HELP = (
+    "Replace NaN and infinite values by VALUE, counting the images touched (default: refuse "
+    "such files)."
+)
+
+
 def _nifti_volume(value: Optional[str]) -> int | str | None:
     if value is None:
         return None
@@ -190,13 +201,33 @@ def keygen(
         typer.Option(help="DP-SVD: Laplace noise of scale sqrt(k)/EPSILON on the singular values."),
     ] = None,
     calibrate: Annotated[
-        Optional[Path], typer.Option(help="Dataset folder to calibrate the key on.")
+        Optional[str],
+        typer.Option(
+            metavar="SOURCE",
+            help="Dataset folder to calibrate the key on (class sub-folders, or any folder with "
+            "--labels), or a PACS's DICOMweb URL with --labels, as for obfuscate.",
+        ),
     ] = None,
     calibration_images: Annotated[int, typer.Option(help="Images used to calibrate.")] = 512,
+    labels: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--labels",
+            help="Labels CSV naming the calibration files (path,label,...) or, for a DICOMweb "
+            "SOURCE, studies (StudyInstanceUID,label,...), as for obfuscate.",
+        ),
+    ] = None,
+    nifti_volume: Annotated[
+        Optional[str], typer.Option(metavar="INDEX|all", help=_NIFTI_VOLUME_HELP)
+    ] = None,
+    fill_nonfinite: Annotated[
+        Optional[float], typer.Option(metavar="VALUE", help=_FILL_NONFINITE_HELP)
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing key file.")] = False,
 ) -> None:
     """Draw a new secret key (256 bits) and store it with its parameters, owner-only."""
     from medveil import calibration
+    from medveil.dicomweb import is_dicomweb_url
     from medveil.keys import generate_key
     from medveil.loading import LoadOptions
 
@@ -210,10 +241,20 @@ def keygen(
     key = generate_key(preset=preset, size=size, rank=rank, **overrides)
     if key.params.needs_calibration and calibrate is None:
         raise _fail("the multistage preset needs --calibrate DATASET_DIR")
+    loader = {"--labels": labels, "--nifti-volume": nifti_volume,
+              "--fill-nonfinite": fill_nonfinite}
+    unused = [name for name, value in loader.items() if value is not None]
+    if unused and calibrate is None:
+        raise _fail(f"{', '.join(unused)}: used only with --calibrate SOURCE")
     if calibrate is not None:
+        options = LoadOptions(
+            size=size, nifti_volume=_nifti_volume(nifti_volume),
+            fill_nonfinite=fill_nonfinite,
+        )
         with console.status(f"loading up to {calibration_images} calibration images"):
             images = calibration.load_calibration_images(
-                calibrate, count=calibration_images, options=LoadOptions(size=size)
+                calibrate if is_dicomweb_url(calibrate) else Path(calibrate),
+                count=calibration_images, options=options, labels=labels,
             )
         with console.status(f"calibrating on {len(images)} images"):
             key = calibration.calibrate(key, images)
@@ -224,7 +265,14 @@ def keygen(
 @app.command()
 def obfuscate(
     dataset: Annotated[
-        Path, typer.Argument(help="Dataset folder (class sub-folders, or any folder with --labels).")
+        str,
+        typer.Argument(
+            metavar="SOURCE",
+            help="Dataset folder (class sub-folders, or any folder with --labels), or a "
+            "DICOMweb URL http(s)://HOST:PORT/PATH of a PACS (with --labels; credentials from "
+            "MEDVEIL_DICOMWEB_USER and MEDVEIL_DICOMWEB_PASSWORD, MEDVEIL_DICOMWEB_TOKEN or a "
+            "netrc file, never in the URL).",
+        ),
     ],
     key_file: Annotated[Path, typer.Option("--key", help="Key file from `medveil keygen`.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Store folder to write.")],
@@ -232,9 +280,10 @@ def obfuscate(
         Optional[Path],
         typer.Option(
             "--labels",
-            help="CSV with the columns path,label[,split][,group] (paths relative to DATASET): "
-            "labels for a flat folder instead of class sub-folders; rows of one group (a "
-            "patient) are never split apart.",
+            help="CSV with the columns path,label[,split][,group] (paths relative to SOURCE): "
+            "labels for a flat folder instead of class sub-folders; for a DICOMweb SOURCE the "
+            "columns StudyInstanceUID,label[,split][,group]. Rows of one group (a patient) are "
+            "never split apart.",
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per transform batch.")] = 256,
@@ -250,20 +299,10 @@ def obfuscate(
     ] = None,
     nifti_axis: Annotated[int, typer.Option(help="Axis along which NIfTI volumes are sliced.")] = 2,
     nifti_volume: Annotated[
-        Optional[str],
-        typer.Option(
-            metavar="INDEX|all",
-            help="Volume of a 4-D NIfTI (fMRI, time series) to slice, or 'all' (default: "
-            "refuse 4-D files).",
-        ),
+        Optional[str], typer.Option(metavar="INDEX|all", help=_NIFTI_VOLUME_HELP)
     ] = None,
     fill_nonfinite: Annotated[
-        Optional[float],
-        typer.Option(
-            metavar="VALUE",
-            help="Replace NaN and infinite values by VALUE, counting the images touched "
-            "(default: refuse such files).",
-        ),
+        Optional[float], typer.Option(metavar="VALUE", help=_FILL_NONFINITE_HELP)
     ] = None,
     min_size: Annotated[
         Optional[int],
@@ -282,11 +321,13 @@ def obfuscate(
     overwrite: Annotated[bool, typer.Option(help="Replace a complete store.")] = False,
     allow_open_key: Annotated[bool, typer.Option(help=_ALLOW_OPEN_KEY_HELP)] = False,
 ) -> None:
-    """Obfuscate a dataset folder into an obfuscated dataset store.
+    """Obfuscate a dataset folder, or studies retrieved from a PACS over DICOMweb, into an
+    obfuscated dataset store.
 
     Every run draws fresh noise. Do not give one recipient two obfuscations of the same image:
     averaging N copies divides the noise by the square root of N.
     """
+    from medveil.dicomweb import is_dicomweb_url
     from medveil.keys import Key, ensure_not_in_output
     from medveil.loading import LoadOptions
     from medveil.obfuscate import obfuscate_dataset
@@ -301,7 +342,7 @@ def obfuscate(
     with _progress() as bar:
         task = bar.add_task("obfuscating", total=None)
         result = obfuscate_dataset(
-            dataset,
+            dataset if is_dicomweb_url(dataset) else Path(dataset),
             key=key,
             output=output,
             options=options,
@@ -325,6 +366,12 @@ def show(
     key_file: Annotated[Path, typer.Option("--key", help="Key file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="PNG to write.")],
     nifti_axis: Annotated[int, typer.Option(help="NIfTI slicing axis.")] = 2,
+    nifti_volume: Annotated[
+        Optional[str], typer.Option(metavar="INDEX|all", help=_NIFTI_VOLUME_HELP)
+    ] = None,
+    fill_nonfinite: Annotated[
+        Optional[float], typer.Option(metavar="VALUE", help=_FILL_NONFINITE_HELP)
+    ] = None,
     allow_open_key: Annotated[bool, typer.Option(help=_ALLOW_OPEN_KEY_HELP)] = False,
 ) -> None:
     """Plot one image through every stage (original, rank-k, quantized, noised, projected).
@@ -338,9 +385,11 @@ def show(
     from medveil.obfuscator import Obfuscator
 
     key = Key.load(key_file, allow_open=allow_open_key)
-    slices = load_slices(
-        image, options=LoadOptions(size=key.params.size, nifti_axis=nifti_axis)
+    options = LoadOptions(
+        size=key.params.size, nifti_axis=nifti_axis,
+        nifti_volume=_nifti_volume(nifti_volume), fill_nonfinite=fill_nonfinite,
     )
+    slices = load_slices(image, options=options)
     picked = slices[len(slices) // 2]
     fig = stage_figure(Obfuscator(key), picked, title=image.name)
     path = save_figure(fig, output)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from medveil.errors import DatasetLayoutError
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "LabelRow",
     "SPLIT_ALIASES",
     "SPLIT_ORDER",
     "DatasetIndex",
@@ -42,6 +44,7 @@ __all__ = [
     "has_image_suffix",
     "is_valid_utf8",
     "path_bytes",
+    "read_label_rows",
     "scan_dataset",
     "scan_labels",
 ]
@@ -232,31 +235,47 @@ def _items(root: Path, folder: Path, class_names: list[str]) -> list[Item]:
     return items
 
 
-_LABEL_COLUMNS = ("path", "label", "split", "group")
+_LABEL_COLUMNS = ("label", "split", "group")
 
 
-def scan_labels(root: str | Path, labels: str | Path) -> DatasetIndex:
-    """Index the files a labels CSV names, relative to ``root``.
+@dataclass(frozen=True)
+class LabelRow:
+    """One row of a labels CSV: its line number, what it names (a path, a study UID) as
+    checked, its class name, split and group (``None`` when not given)."""
+
+    line: int
+    key: object
+    label: str
+    split: str
+    group: str | None
+
+
+def read_label_rows(
+    labels: str | Path,
+    *,
+    key: str,
+    check: Callable[[str, str], Hashable],
+    noun: str = "files",
+) -> list[LabelRow]:
+    """The rows of a labels CSV whose ``key`` column names what is labelled.
 
     The CSV (UTF-8, a spreadsheet's byte-order mark allowed) has a header row with the columns
-    ``path`` and ``label`` and optionally ``split`` (``train``/``val``/``test`` or the folder
+    ``key`` and ``label`` and optionally ``split`` (``train``/``val``/``test`` or the folder
     names of :data:`SPLIT_ALIASES`; without it everything is one split, ``all``) and ``group``
-    (any text, e.g. a patient; empty cells mean no group). Classes are the distinct labels,
-    sorted. Only the files listed are read.
+    (any text, e.g. a patient; empty cells mean no group); column names are case-insensitive.
+    ``check(cell, where)`` validates a row's ``key`` cell (``where`` names the file and row for
+    its error) and returns the value kept in :attr:`LabelRow.key`; ``noun`` says what the rows
+    name, for the error of a file without rows. Blank lines are skipped.
 
     Raises
     ------
     DatasetLayoutError
-        Naming the labels file and the row (its line number) for: a path that is empty,
-        absolute or leaves ``root`` (``..``); a file that does not exist; a path listed twice; an
-        empty label or split; an unknown split name; a class with no row in the ``train``
-        split when there is one. Also a missing ``path``/``label`` column, an unknown column, a
-        row with the wrong number of cells, or no rows at all.
+        Naming the labels file and the row (its line number) for: a key listed twice, an empty
+        label or split, an unknown split name, a row with the wrong number of cells, and
+        whatever ``check`` refuses. Also a missing ``key``/``label`` column, an unknown column,
+        or no rows at all.
     """
-    root = Path(root).expanduser()
     labels = Path(labels).expanduser()
-    if not root.is_dir():
-        raise DatasetLayoutError(f"{root}: no such folder (the source of the labels file)")
     try:
         text = labels.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -267,15 +286,18 @@ def scan_labels(root: str | Path, labels: str | Path) -> DatasetIndex:
         raise DatasetLayoutError(f"{labels}: cannot read the labels file ({exc.strerror})") from None
     reader = csv.reader(io.StringIO(text, newline=""))
     header = [cell.strip().lower() for cell in next(reader, [])]
-    unknown = [c for c in header if c not in _LABEL_COLUMNS]
-    if unknown or "path" not in header or "label" not in header or len(set(header)) < len(header):
+    known = (key.lower(), *_LABEL_COLUMNS)
+    unknown = [c for c in header if c not in known]
+    if unknown or key.lower() not in header or "label" not in header or (
+        len(set(header)) < len(header)
+    ):
         raise DatasetLayoutError(
-            f"{labels}: the header row must name the columns path,label and optionally split "
+            f"{labels}: the header row must name the columns {key},label and optionally split "
             f"and group (once each), got {','.join(header) or 'nothing'}"
         )
     column = {name: header.index(name) for name in header}
-    rows: list[tuple[int, Path, str, str, str | None]] = []
-    seen: dict[Path, int] = {}
+    rows: list[LabelRow] = []
+    seen: dict[Hashable, int] = {}
     for cells in reader:
         line = reader.line_num
         if not any(cell.strip() for cell in cells):
@@ -285,7 +307,57 @@ def scan_labels(root: str | Path, labels: str | Path) -> DatasetIndex:
             raise DatasetLayoutError(
                 f"{where}: {len(cells)} cells for the {len(header)} columns {','.join(header)}"
             )
-        raw = cells[column["path"]].strip()
+        raw = cells[column[key.lower()]].strip()
+        value = check(raw, where)
+        if value in seen:
+            raise DatasetLayoutError(f"{where}: {raw} is listed twice (also in row {seen[value]})")
+        seen[value] = line
+        label = cells[column["label"]].strip()
+        if not label:
+            raise DatasetLayoutError(f"{where}: {raw} has an empty label (no class name)")
+        split = "all"
+        if "split" in column:
+            given = cells[column["split"]].strip()
+            if given.lower() not in SPLIT_ALIASES:
+                names = ", ".join(sorted(SPLIT_ALIASES))
+                raise DatasetLayoutError(
+                    f"{where}: unknown split {given or '(empty)'} for {raw}; use one of {names}"
+                )
+            split = SPLIT_ALIASES[given.lower()]
+        group = cells[column["group"]].strip() if "group" in column else ""
+        rows.append(LabelRow(line=line, key=value, label=label, split=split, group=group or None))
+    if not rows:
+        raise DatasetLayoutError(f"{labels}: the labels file lists no {noun}")
+    trained = {row.label for row in rows if row.split == "train"}
+    if trained:
+        for row in rows:
+            if row.label not in trained:
+                raise DatasetLayoutError(
+                    f"{labels}, row {row.line}: class {row.label} is empty in the train split "
+                    f"(it has rows only in {row.split} and other held-out splits); a model "
+                    "cannot learn it"
+                )
+    return rows
+
+
+def scan_labels(root: str | Path, labels: str | Path) -> DatasetIndex:
+    """Index the files a labels CSV names, relative to ``root``.
+
+    The CSV is read by :func:`read_label_rows` with the key column ``path`` (paths relative to
+    ``root``). Classes are the distinct labels, sorted. Only the files listed are read.
+
+    Raises
+    ------
+    DatasetLayoutError
+        As :func:`read_label_rows`, and naming the row for a path that is empty, absolute or
+        leaves ``root`` (``..``), or a file that does not exist.
+    """
+    root = Path(root).expanduser()
+    labels = Path(labels).expanduser()
+    if not root.is_dir():
+        raise DatasetLayoutError(f"{root}: no such folder (the source of the labels file)")
+
+    def check(raw: str, where: str) -> Path:
         relative = Path(raw)
         if not raw or relative.is_absolute() or ".." in relative.parts:
             raise DatasetLayoutError(
@@ -294,39 +366,16 @@ def scan_labels(root: str | Path, labels: str | Path) -> DatasetIndex:
             )
         if not os.path.lexists(root / relative):
             raise DatasetLayoutError(f"{where}: missing file {raw} (not found in {root})")
-        if relative in seen:
-            raise DatasetLayoutError(f"{where}: {raw} is listed twice (also in row {seen[relative]})")
-        seen[relative] = line
-        label = cells[column["label"]].strip()
-        if not label:
-            raise DatasetLayoutError(f"{where}: {raw} has an empty label (no class name)")
-        split = "all"
-        if "split" in column:
-            given = cells[column["split"]].strip()
-            if given.lower() not in SPLIT_ALIASES:
-                known = ", ".join(sorted(SPLIT_ALIASES))
-                raise DatasetLayoutError(
-                    f"{where}: unknown split {given or '(empty)'} for {raw}; use one of {known}"
-                )
-            split = SPLIT_ALIASES[given.lower()]
-        group = cells[column["group"]].strip() if "group" in column else ""
-        rows.append((line, relative, label, split, group or None))
-    if not rows:
-        raise DatasetLayoutError(f"{labels}: the labels file lists no files")
-    classes = sorted({label for _, _, label, _, _ in rows})
-    splits: dict[str, list[Item]] = {}
-    for split in sorted({r[3] for r in rows}, key=SPLIT_ORDER.index):
-        splits[split] = [
-            Item(path=relative, label=classes.index(label), group=group)
-            for _, relative, label, s, group in rows
-            if s == split
+        return relative
+
+    rows = read_label_rows(labels, key="path", check=check)
+    classes = tuple(sorted({row.label for row in rows}))
+    splits = {
+        split: [
+            Item(path=row.key, label=classes.index(row.label), group=row.group)  # type: ignore[arg-type]
+            for row in rows
+            if row.split == split
         ]
-    if "train" in splits:
-        trained = {classes[item.label] for item in splits["train"]}
-        for line, _, label, split, _ in rows:
-            if label not in trained:
-                raise DatasetLayoutError(
-                    f"{labels}, row {line}: class {label} is empty in the train split (it has "
-                    f"rows only in {split} and other held-out splits); a model cannot learn it"
-                )
-    return DatasetIndex(root=root, classes=tuple(classes), splits=splits, labels_file=labels)
+        for split in sorted({row.split for row in rows}, key=SPLIT_ORDER.index)
+    }
+    return DatasetIndex(root=root, classes=classes, splits=splits, labels_file=labels)

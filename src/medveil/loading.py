@@ -58,6 +58,7 @@ __all__ = [
     "LoadOptions",
     "LoadedFile",
     "is_supported",
+    "load_dicom_dataset",
     "load_file",
     "load_image",
     "load_slices",
@@ -218,6 +219,22 @@ def load_file(
     path = Path(path)
     _check_file(path)
     slices, patient = _decode(path, options)
+    return _checked_file(path, slices, patient, options)
+
+
+def load_dicom_dataset(
+    dataset: pydicom.Dataset, *, name: str, options: LoadOptions = DEFAULT_OPTIONS
+) -> LoadedFile:
+    """Like :func:`load_file` for a DICOM dataset already in memory (e.g. retrieved over
+    DICOMweb): the same checks, decoders and steps, with ``name`` in the error messages."""
+    slices, patient = _dicom_slices(Path(name), dataset, options)
+    return _checked_file(Path(name), slices, patient, options)
+
+
+def _checked_file(
+    path: Path, slices: list[np.ndarray], patient: str | None, options: LoadOptions
+) -> LoadedFile:
+    """The checks, resize and normalisation of :func:`load_file` on decoded slices."""
     filled = [False] * len(slices)
     for i, image in enumerate(slices):
         slices[i], filled[i] = _check_values(path, image, options.fill_nonfinite)
@@ -537,6 +554,12 @@ def _read_dicom(path: Path, options: LoadOptions) -> tuple[list[np.ndarray], str
         ds = pydicom.dcmread(path, force=True)
     except _DICOM_ERRORS as exc:
         raise ImageLoadError(path, f"cannot read as DICOM ({_reason(exc)})") from exc
+    return _dicom_slices(path, ds, options)
+
+
+def _dicom_slices(
+    path: Path, ds: pydicom.Dataset, options: LoadOptions
+) -> tuple[list[np.ndarray], str | None]:
     if not any(key in ds for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise ImageLoadError(path, "DICOM file has no pixel data (or is not a DICOM file)")
     _check_dicom_bytes(path, ds, options.max_bytes)

@@ -6,8 +6,13 @@ neither stops the run nor gets mangled: messages and the skipped-file report sho
 ``keep_names``) also record its exact bytes.
 
 Every image is stored with the hash of its group (:func:`group_hash`): the ``group`` column of
-a labels file when given, else the DICOM PatientID, else the file itself, so that the slices of
-a volume, the frames of a file and the images of a patient are never split apart by ``train``.
+a labels file when given, else the DICOM PatientID, else the file itself (the study, for a
+DICOMweb source), so that the slices of a volume, the frames of a file and the images of a
+patient are never split apart by ``train``.
+
+The source is a folder or, given as an ``http(s)://`` URL, a DICOMweb service
+(:mod:`medveil.dicomweb`) whose studies a labels CSV names; its instances are retrieved and
+decoded in memory, and the run is sharded, resumed and grouped as a folder run is.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +33,13 @@ import numpy as np
 import torch
 
 import medveil
+from medveil.dicomweb import (
+    DicomWebIndex,
+    DicomWebItem,
+    DicomWebSource,
+    RetryPolicy,
+    is_dicomweb_url,
+)
 from medveil.errors import ImageLoadError, StoreError
 from medveil.keys import Key
 from medveil.layout import (
@@ -53,6 +66,7 @@ __all__ = [
 ]
 
 Progress = Callable[[int], None]
+Reader = Callable[[Item], LoadedFile]
 
 
 @dataclass(frozen=True)
@@ -132,6 +146,28 @@ def _plan(
     skip_bad: bool,
 ) -> dict[str, object]:
     """What identifies a run: a rerun with an equal plan resumes, a different one starts clean."""
+    plan: dict[str, object] = {
+        "format_version": STORE_VERSION,
+        "files": _listing(index),
+        "classes": list(index.classes),
+        "key_fingerprint": key.fingerprint,
+        "load": asdict(options),
+        "files_per_shard": files_per_shard,
+        "keep_names": keep_names,
+        "skip_bad": skip_bad,
+        "layout": index.layout,
+        "groups": _GROUP_SCHEME,
+    }
+    if isinstance(index, DicomWebIndex):
+        plan["source"] = index.url  # never with credentials: public_url refuses them
+    return plan
+
+
+def _listing(index: DatasetIndex) -> str:
+    """A hash of the inputs: every file with its size and time (or every DICOMweb instance),
+    split, label and group."""
+    if isinstance(index, DicomWebIndex):
+        return index.listing()
     listing = hashlib.sha256()
     for split, items in index.splits.items():
         for item in items:
@@ -147,18 +183,7 @@ def _plan(
             )
             if item.group is not None:
                 listing.update(b"group\0" + item.group.encode("utf-8", "surrogateescape"))
-    return {
-        "format_version": STORE_VERSION,
-        "files": listing.hexdigest(),
-        "classes": list(index.classes),
-        "key_fingerprint": key.fingerprint,
-        "load": asdict(options),
-        "files_per_shard": files_per_shard,
-        "keep_names": keep_names,
-        "skip_bad": skip_bad,
-        "layout": index.layout,
-        "groups": _GROUP_SCHEME,
-    }
+    return listing.hexdigest()
 
 
 #: How group hashes are made (recorded in the plan and manifest).
@@ -167,11 +192,13 @@ _GROUP_SCHEME = "hmac-sha256-64/v1"
 
 def group_name(item: Item, patient: str | None) -> str:
     """What an image is grouped by: the labels file's group, else the DICOM PatientID, else its
-    file (so a volume's slices and a file's frames stay together)."""
+    file (so a volume's slices and a file's frames stay together) or DICOMweb study."""
     if item.group is not None:
         return "group:" + item.group
     if patient is not None:
         return "patient:" + patient
+    if isinstance(item, DicomWebItem):
+        return "study:" + item.study
     return "file:" + path_bytes(item.path).hex()
 
 
@@ -189,9 +216,9 @@ def group_hash(key: Key, listing: str, name: str) -> int:
     return int.from_bytes(digest[:8], "little", signed=True)
 
 
-def _load(root: Path, item: Item, options: LoadOptions) -> LoadedFile | ImageLoadError:
+def _load(read: Reader, item: Item) -> LoadedFile | ImageLoadError:
     try:
-        return load_file(root / item.path, options=options)
+        return read(item)
     except ImageLoadError as exc:
         # Relative to the dataset root, and printable whatever the name's bytes.
         exc.path = display_path(item.path)
@@ -231,6 +258,7 @@ def obfuscate_dataset(
     progress: Progress | None = None,
     on_start: Callable[[int], None] | None = None,
     labels: str | Path | None = None,
+    retry: RetryPolicy | None = None,
 ) -> ObfuscationResult:
     """Obfuscate every image of a Kaggle-layout folder (or the files a ``labels`` CSV names,
     see :func:`medveil.layout.scan_labels`) into a store at ``output``.
@@ -245,6 +273,10 @@ def obfuscate_dataset(
     replaced are counted the same way (``filled``). Each image's group is stored as a keyed
     hash (:func:`group_hash`), never as the PatientID or a name.
 
+    ``source`` may be a DICOMweb service URL (``http(s)://HOST:PORT/PATH``), with ``labels`` a
+    CSV of ``StudyInstanceUID,label[,split][,group]``: see :mod:`medveil.dicomweb`, whose
+    ``retry`` policy applies; ``keep_names`` then stores ``STUDY/SERIES/SOP`` UIDs.
+
     Only one run writes into a store at a time: a second one raises
     :class:`medveil.store.StoreBusyError`. A file that cannot be written (disk full, a
     file-size limit) raises :class:`medveil.store.StoreWriteError` naming it; nothing is left
@@ -257,11 +289,11 @@ def obfuscate_dataset(
         raise ValueError(f"load size {options.size} differs from the key's size {key.params.size}")
     if files_per_shard < 1 or batch_size < 1 or workers < 1:
         raise ValueError("files_per_shard, batch_size and workers must be positive")
-    index = scan_labels(source, labels) if labels is not None else scan_dataset(source)
+    index, read, pacs = _source(source, labels, options, retry)
     obfuscator = Obfuscator(key, noise_seed=noise_seed)
     dev = resolve_device(device)
     plan = _plan(index, key, options, files_per_shard, keep_names, skip_bad)
-    with StoreWriter(output, plan=plan, overwrite=overwrite) as writer:
+    with pacs or nullcontext(), StoreWriter(output, plan=plan, overwrite=overwrite) as writer:
         if on_start is not None:
             on_start(len(index))
         if writer.complete:
@@ -275,16 +307,39 @@ def obfuscate_dataset(
                 fill_value=options.fill_nonfinite,
             )
         return _write_store(
-            writer, index, key, obfuscator, options,
+            writer, index, read, key, obfuscator, options,
             files_per_shard=files_per_shard, batch_size=batch_size, workers=workers, device=dev,
             skip_bad=skip_bad, keep_names=keep_names, progress=progress, started=started,
             listing=str(plan["files"]),
         )
 
 
+def _source(
+    source: str | Path, labels: str | Path | None, options: LoadOptions, retry: RetryPolicy | None
+) -> tuple[DatasetIndex, Reader, DicomWebSource | None]:
+    """The index of a folder or DICOMweb source, how to read one of its items, and the
+    DICOMweb connection to close after the run (``None`` for a folder)."""
+    if not is_dicomweb_url(source):
+        index = scan_labels(source, labels) if labels is not None else scan_dataset(source)
+        return index, lambda item: load_file(index.root / item.path, options=options), None
+    pacs = DicomWebSource(str(source), retry=retry)
+    try:
+        index = pacs.scan(labels)
+    except BaseException:
+        pacs.close()
+        raise
+
+    def read(item: Item) -> LoadedFile:
+        assert isinstance(item, DicomWebItem)
+        return pacs.read(item, options=options)
+
+    return index, read, pacs
+
+
 def _write_store(
     writer: StoreWriter,
     index: DatasetIndex,
+    read: Reader,
     key: Key,
     obfuscator: Obfuscator,
     options: LoadOptions,
@@ -323,7 +378,7 @@ def _write_store(
     # threads and torch's own threads would otherwise fight over the same cores.
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="medveil-load") as pool:
         for split, shard, chunk in todo:
-            loaded = list(pool.map(lambda item: _load(index.root, item, options), chunk))
+            loaded = list(pool.map(lambda item: _load(read, item), chunk))
             arrays, labels, names, bad, groups = [], [], [], [], []
             upscaled = filled = 0
             for item, result in zip(chunk, loaded):
@@ -370,7 +425,8 @@ def _write_store(
         report = _write_skipped_report(writer, skipped, records)
     images = {split: sum(r.count for r in rs) for split, rs in records.items()}
     if sum(images.values()) == 0:
-        raise StoreError(f"{index.root}: no image could be loaded (all files were bad)")
+        source = index.url if isinstance(index, DicomWebIndex) else index.root
+        raise StoreError(f"{source}: no image could be loaded (all files were bad)")
     distinct = _finalize(writer, index, key, records, keep_names=keep_names, options=options)
     return ObfuscationResult(
         store=output,
