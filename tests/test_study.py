@@ -299,6 +299,27 @@ def _section(text: str, ident: str) -> str:
     return match.group(1)
 
 
+def test_report_tradeoff_points_come_from_the_metrics(study) -> None:
+    run_dir, _, _ = study
+    text = (run_dir / "report.html").read_text()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    table = _section(text, "tradeoff")
+    assert table.count("<tr>") == 3  # header, svd, multistage
+
+    def a1(preset: str, attack: str, column: str) -> float:
+        return next(r[column] for r in metrics["privacy"]
+                    if (r["preset"], r["attack"], r["threat"]) == (preset, attack, "A1"))
+
+    for preset in ("svd", "multistage"):
+        row = re.search(rf'<td class="l">{preset}</td>(.*?)</tr>', table, re.S).group(1)
+        accuracy = next(r["accuracy"] for r in metrics["utility"] if r["scheme"] == preset)
+        above = a1(preset, "nearest_public", "ssim_mean") - a1(preset, "mean_image", "ssim_mean")
+        cells = re.findall(r"<td>(.*?)</td>", row)
+        assert cells == [f"{accuracy:.3f}", f"{a1(preset, 'reid', 'top1_mean'):.3f}",
+                         f"{above:.3f}"]
+    assert 'alt="accuracy against privacy"' in text
+
+
 def test_report_tables_match_the_metrics(study) -> None:
     run_dir, _, _ = study
     text = (run_dir / "report.html").read_text()

@@ -19,6 +19,7 @@ import yaml
 from medveil.atomic import atomic_write_bytes
 from medveil.attacks import PrivacySummary, attack_specs
 from medveil.study.metrics import collect_metrics
+from medveil.study.tradeoff import tradeoff_figure, tradeoff_points
 
 __all__ = ["render_report", "write_report"]
 
@@ -247,6 +248,28 @@ def _privacy_section(run_dir: Path, metrics: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _tradeoff_section(metrics: dict[str, Any]) -> str:
+    plain, points = tradeoff_points(metrics)
+    rows = [
+        [_e(p.preset), _num(p.accuracy), _num(p.reid_top1), _num(p.lookalike_above_yardstick)]
+        for p in points
+    ]
+    data = base64.b64encode(tradeoff_figure(plain, points)).decode("ascii")
+    return (
+        '<section id="tradeoff"><h2>Trade-off: accuracy against what leaks</h2>'
+        f'<p class="note">Each preset as one point: test accuracy (mean over the models; '
+        f"plaintext {_num(plain)}) against keyless re-identification top-1 and keyless "
+        "look-alike SSIM above the mean-image yardstick (A1). Dotted lines: the "
+        "<code>private</code> targets (re-identification at most 1%, look-alikes at or below the "
+        "yardstick). The frontier over stage settings is <code>benchmarks/frontier.py</code> "
+        "(docs/RESULTS.md).</p>"
+        + _table(["preset", "accuracy", "re-identification top-1",
+                  "look-alike SSIM above yardstick"], rows, table_id="tradeoff")
+        + f'<img class="fig" alt="accuracy against privacy" src="data:image/png;base64,{data}">'
+        "</section>"
+    )
+
+
 def _efficiency_section(metrics: dict[str, Any]) -> str:
     timings = metrics["efficiency"]
     order = ("truncation", "quantization", "noise", "projection", "total")
@@ -336,12 +359,13 @@ def render_report(run_dir: Path, metrics: dict[str, Any]) -> str:
         f"{_e(study.get('finished', ''))}</p></header>"
         '<nav><a href="#claims">Claims</a><a href="#pipeline">Pipeline</a>'
         '<a href="#utility">Utility</a><a href="#privacy">Privacy</a>'
-        '<a href="#efficiency">Efficiency</a><a href="#parameters">Parameters</a></nav>'
+        '<a href="#tradeoff">Trade-off</a><a href="#efficiency">Efficiency</a><a href="#parameters">Parameters</a></nav>'
         f"<main>{caveat}"
         + _claims_section(metrics)
         + _pipeline_section(run_dir, metrics)
         + _utility_section(run_dir, metrics)
         + _privacy_section(run_dir, metrics)
+        + _tradeoff_section(metrics)
         + _efficiency_section(metrics)
         + _parameters_section(metrics)
         + "</main><footer>Written by medveil "
