@@ -31,6 +31,7 @@ the yardstick, accuracy within 5 points of plaintext.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -75,14 +76,24 @@ def _utility(args: argparse.Namespace, points: list[str]) -> None:
     _run([
         sys.executable, str(HERE / "utility.py"), str(args.dataset),
         "--schemes", ",".join(["plaintext", *points]), "--keys", str(args.keys),
-        "--size", str(args.size), "--rank", str(args.rank), "--drop-stores",
+        "--size", str(args.size), "--rank", str(args.rank), "--drop-stores", "--tag", "frontier",
         "--out", str(args.utility_out),
     ])
 
 
+def _utility_rows(folder: Path, schemes: list[str]) -> pd.DataFrame:
+    """Every scored run (``row.json``, written by utility.py) of ``schemes`` under ``folder``."""
+    rows = [
+        json.loads(path.read_text())
+        for scheme in schemes
+        for path in sorted(folder.glob(f"{scheme}-key*/smallcnn-default/row.json"))
+    ]
+    return pd.DataFrame(rows, columns=None if rows else ["scheme", "model", "accuracy"])
+
+
 def collect(args: argparse.Namespace, points: list[str]) -> pd.DataFrame:
     name = dataset_name(args.dataset)
-    runs = pd.read_csv(args.utility_out / f"utility-{name}-stems-default-runs.csv")
+    runs = _utility_rows(args.utility_out / "runs" / name, ["plaintext", *points])
     runs = runs[runs["model"] == "smallcnn"]
     plain = runs[runs["scheme"] == "plaintext"]["accuracy"]
     privacy = []

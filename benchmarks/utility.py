@@ -94,6 +94,9 @@ def main() -> None:
     parser.add_argument("--group-distance", type=int, default=4)
     parser.add_argument("--device", default="auto")
     parser.add_argument(
+        "--tag", default="", help="suffix of the output tables' names (runs are shared)"
+    )
+    parser.add_argument(
         "--drop-stores", action="store_true",
         help="delete each store once its runs are scored (about 1 GB each at 224 px)",
     )
@@ -110,7 +113,7 @@ def main() -> None:
         flush=True,
     )
     rows: list[dict] = []
-    tag = f"{name}-stems-{args.stems.replace(',', '+')}"
+    tag = f"{name}-stems-{args.stems.replace(',', '+')}" + (f"-{args.tag}" if args.tag else "")
     runs_csv = args.out / f"utility-{tag}-runs.csv"
     # Keys outermost: an interrupted benchmark has every scheme at its first keys.
     for rep in range(args.keys):
