@@ -215,11 +215,14 @@ class NoiseSource:
         return np.random.Philox(np.random.SeedSequence(self._seed, spawn_key=(child,)))
 
     def _stream(self) -> np.random.Generator:
-        if self._pid != os.getpid():
+        # The generator is stored before the process id that marks it current, so a second
+        # thread never finds the mark without the generator (NumPy generators are thread-safe).
+        generator = self._generator
+        if self._pid != os.getpid() or generator is None:
+            generator = np.random.Generator(self._bit_generator())
+            self._generator = generator
             self._pid = os.getpid()
-            self._generator = np.random.Generator(self._bit_generator())
-        assert self._generator is not None
-        return self._generator
+        return generator
 
     def normal(
         self, shape: tuple[int, ...], *, std: float, dtype: torch.dtype, device: torch.device
