@@ -153,8 +153,9 @@ def truncated_svd(
         q = _orthonormalise(_orthonormalise(q))
         xq = x @ q
         evals, evecs = torch.linalg.eigh(xq.mT @ xq)
-        basis = q @ evecs[..., -rank:].flip(-1)
-        factor = x @ basis
+        ritz = evecs[..., -rank:].flip(-1)
+        basis = q @ ritz
+        factor = xq @ ritz  # = x @ basis, from the n x l product already made
         values = evals[..., -rank:].flip(-1).clamp_min(0).sqrt()
     # Sign rule: the largest-magnitude entry of each u_i (equivalently of z_i = s_i u_i) > 0.
     idx = factor.abs().argmax(dim=-2, keepdim=True)
