@@ -146,3 +146,26 @@ def test_a_key_file_that_does_not_hold_the_runs_key_is_refused(folder, tmp_path)
     with pytest.raises(InvalidKeyError, match="does not hold the key"):
         obfuscate_dataset(folder, key=key, output=tmp_path / "s", engine=RayEngine(other))
     assert not (tmp_path / "s" / "manifest.json").exists()
+
+
+def test_the_cli_runs_the_ray_engine(local_ray, folder, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from medveil.cli import app
+
+    key = generate_key(preset="svd", size=SIZE, rank=5)
+    key_file = _save(key, tmp_path, "k.key")
+    cli = CliRunner()
+    common = [str(folder), "--key", str(key_file), "--files-per-shard", "4"]
+    made = cli.invoke(app, ["obfuscate", *common, "-o", str(tmp_path / "ray"), "--engine", "ray"])
+    assert made.exit_code == 0, made.output
+    assert "18 images" in made.output
+    local = cli.invoke(app, ["obfuscate", *common, "-o", str(tmp_path / "local")])
+    assert local.exit_code == 0, local.output
+    assert _bytes(tmp_path / "ray") == _bytes(tmp_path / "local")
+    wrong = cli.invoke(
+        app, ["obfuscate", *common, "-o", str(tmp_path / "x"), "--address", "auto"]
+    )
+    assert wrong.exit_code == 2
+    assert "needs --engine ray" in wrong.output
+    assert not (tmp_path / "x").exists()
