@@ -142,3 +142,19 @@ def test_orthonormalisation_falls_back_to_float64_where_float32_cholesky_fails(m
     torch.testing.assert_close(out[1], expected[1], rtol=0, atol=0)
     assert not torch.equal(out[0], expected[0])  # the others keep the float32 path
     torch.testing.assert_close(out.mT @ out, torch.eye(12).expand(3, 12, 12), atol=1e-4, rtol=0)
+
+
+def test_a_noise_source_serves_several_threads_from_their_first_draw():
+    # obfuscate's worker threads share one Obfuscator: the first draws of two threads used to
+    # race on the lazily made generator (an AssertionError in one of them).
+    from concurrent.futures import ThreadPoolExecutor
+
+    def draw(source: NoiseSource) -> torch.Tensor:
+        return source.normal((64, 8), std=1.0, dtype=torch.float32, device=torch.device("cpu"))
+
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(100):
+            source = NoiseSource()
+            draws = list(pool.map(draw, [source] * 4))
+            assert all(d.shape == (64, 8) and bool(d.std() > 0.5) for d in draws)
+            assert not torch.equal(draws[0], draws[1])
