@@ -183,13 +183,18 @@ def cli_run(
     folder: Path, key_path: Path, out: Path, *, engine: str = "local", workers: int = 2
 ) -> dict[str, float]:
     """Run ``medveil obfuscate`` in a child process: wall seconds (start-up included), images/s
-    and peak RSS (``getrusage``; for Ray, of the driver process only)."""
+    and peak RSS (for Ray, of the driver process only).
+
+    The peak is the child's ``VmHWM``: ``getrusage``'s ``ru_maxrss`` would not do, since Linux
+    carries it over from the parent (this script, with torch and the images loaded) across
+    ``exec``.
+    """
     shutil.rmtree(out, ignore_errors=True)
     code = (
-        "import resource, sys; from medveil.cli import app;"
+        "import re, sys; from medveil.cli import app;"
         "sys.argv=['medveil','obfuscate',*sys.argv[1:]];"
         "\ntry: app()\nexcept SystemExit as e: assert not e.code, e\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "print(re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read()).group(1))"
     )
     args = [str(folder), "--key", str(key_path), "-o", str(out), "--device", "cpu"]
     args += ["--engine", engine, "--workers", str(workers)]
