@@ -38,8 +38,8 @@ class Solver(StrEnum):
 
     ``subspace``: block subspace iteration on the Gram matrix ``X^T X`` with a fixed start block,
     Cholesky-QR re-orthonormalisation and a final Rayleigh-Ritz step (Halko, Martinsson and Tropp,
-    2011, Alg. 4.4). About 6x faster than LAPACK's SVD at n = 224, k = 32; its accuracy against
-    the exact SVD is measured in ``benchmarks/obfuscation_throughput.py``.
+    2011, Alg. 4.4). Several times faster than LAPACK's SVD at n = 224, k = 32; its speed and
+    its accuracy against the exact SVD are measured in ``benchmarks/obfuscation_throughput.py``.
     ``exact``: ``torch.linalg.svd``.
     """
 
