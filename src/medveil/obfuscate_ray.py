@@ -8,16 +8,16 @@ transform move to the cluster.
 Where the secrets go: the rows that Ray Data moves hold file paths, labels and group names,
 never pixels of the source images or key bytes. Each actor reads the key file itself, from the
 same path on its own node, and checks its fingerprint; the key therefore never enters Ray's
-object store, its spill files, the control store that keeps actor arguments, or its logs. What
-comes back through the object store is what the store holds anyway: obfuscated images and
-keyed group hashes.
+object store (where Ray also keeps the actors' constructor arguments), its spill files or its
+logs. What comes back through the object store is what the store holds anyway: obfuscated
+images and keyed group hashes.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +157,6 @@ class RayEngine:
     files_per_batch: int = FILES_PER_TASK
     batch_size: int = 256
     allow_open_key: bool = False
-    ray_init: dict[str, Any] = field(default_factory=dict)
 
     def parts(self, job: Job) -> Iterator[ShardPart]:
         ray = require_ray()
@@ -183,7 +182,7 @@ class RayEngine:
                 {"address": self.address} if self.address is not None
                 else {"num_cpus": self.workers}
             )
-            ray.init(**(init | self.ray_init))
+            ray.init(**init)
         try:
             yield from self._run(ray, job, key_file)
         finally:
