@@ -2,20 +2,27 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/obfuscation_throughput.py [DATASET_DIR] [--images 1024]
-        [--rss 2000,20000] [--workdir /tmp/medveil-bench] [--json out.json]
+    .venv/bin/python benchmarks/obfuscation_throughput.py [--dataset DATASET_DIR] [--images 1024]
+        [--cli-images 3000] [--cli-folder DIR] [--engines local,ray] [--rss 2000,20000]
+        [--workdir /tmp/medveil-bench] [--json out.json]
 
 Measures, in one run on one machine:
 
 1. the naive loop: per image ``numpy.linalg.svd`` then the same stages (quantize, noise,
    projection), at n = 224, k = 32, on all cores (BLAS threads);
-2. medveil's batched transform with the ``subspace`` and ``exact`` solvers, and the accuracy of
-   the ``subspace`` solver against the exact SVD;
+2. medveil's batched transform with the ``subspace`` and ``exact`` solvers, as ``obfuscate``
+   runs it (one worker thread per core, each with one torch thread) and with torch's own
+   threads on one batch at a time; and the accuracy of the ``subspace`` solver against the
+   exact SVD;
 3. the end-to-end ``obfuscate`` of a folder of 224 x 224 JPEGs (decode, resize, transform,
-   write), made from DATASET_DIR's images (re-encoded, in the work folder, never in the
+   write), made from the dataset's images (re-encoded, in the work folder, never in the
    repository) or from the embedded synthetic set when no dataset is given; and, when a dataset is
    given, of its original files;
-4. peak RSS of ``medveil obfuscate`` in a child process for folders of 2k and 20k images.
+4. the ``medveil obfuscate`` command as a new user runs it (a child process, start-up
+   included) on a folder of ``--cli-images`` 224 x 224 JPEGs: the dataset's files resized and
+   re-encoded into the work folder (``--cli-folder`` names an existing folder instead), with
+   each engine of ``--engines`` and 1 and 2 workers; its wall time and peak RSS;
+5. peak RSS of ``medveil obfuscate`` in a child process for folders of 2k and 20k images.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +45,7 @@ from medveil.keys import generate_key
 from medveil.layout import scan_dataset
 from medveil.loading import LoadOptions, load_slices
 from medveil.machine import describe
-from medveil.obfuscate import obfuscate_dataset
+from medveil.obfuscate import obfuscate_dataset, torch_threads
 from medveil.obfuscator import Obfuscator
 from medveil.stages import truncated_svd
 
@@ -78,6 +86,7 @@ def naive_loop(images: np.ndarray, key, obfuscator: Obfuscator) -> float:
 
 
 def batched(images: np.ndarray, obfuscator: Obfuscator, device: str, repeats: int = 3) -> float:
+    """Seconds per image, one batch of 256 at a time on torch's own threads."""
     x = torch.from_numpy(images).to(device)
     obfuscator.obfuscate(x[:64])
     if device == "cuda":
@@ -89,6 +98,19 @@ def batched(images: np.ndarray, obfuscator: Obfuscator, device: str, repeats: in
     if device == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / (repeats * len(images))
+
+
+def in_workers(images: np.ndarray, obfuscator: Obfuscator, workers: int, repeats: int = 3) -> float:
+    """Seconds per image as ``obfuscate`` runs the transform on the CPU: ``workers`` threads,
+    each with one torch thread, each on its own batches of 64."""
+    x = torch.from_numpy(images)
+    batches = [x[lo : lo + 64] for lo in range(0, len(x), 64)]
+    with torch_threads(1), ThreadPoolExecutor(workers) as pool:
+        list(pool.map(obfuscator.obfuscate, batches[:workers]))
+        start = time.perf_counter()
+        for _ in range(repeats):
+            list(pool.map(obfuscator.obfuscate, batches))
+        return (time.perf_counter() - start) / (repeats * len(images))
 
 
 def accuracy(images: np.ndarray) -> dict[str, float]:
@@ -138,34 +160,70 @@ def end_to_end(folder: Path, key, out: Path, device: str) -> dict[str, float]:
     return {"images": n, "seconds": seconds, "images_per_second": n / seconds}
 
 
-def peak_rss(folder: Path, key_path: Path, out: Path) -> dict[str, float]:
-    """Run the CLI in a child process; its peak RSS from ``getrusage(RUSAGE_CHILDREN)``."""
+def build_cli_folder(dataset: Path | None, images: np.ndarray, folder: Path, count: int) -> Path:
+    """``count`` 224 x 224 JPEGs in the dataset's class folders: its files (cycled) resized and
+    re-encoded, or without a dataset the synthetic ``images``."""
+    if dataset is None:
+        return write_jpeg_folder(images, folder, count)
+    if folder.exists() and len(list(folder.rglob("*.jpg"))) == count:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    index = scan_dataset(dataset)
+    items = [i for items in index.splits.values() for i in items]
+    for i in range(count):
+        item = items[i % len(items)]
+        target = folder / index.classes[item.label] / f"{i:06d}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(index.root / item.path) as im:
+            im.convert("RGB").resize((N, N), Image.Resampling.BILINEAR).save(target, quality=90)
+    return folder
+
+
+def cli_run(
+    folder: Path, key_path: Path, out: Path, *, engine: str = "local", workers: int = 2
+) -> dict[str, float]:
+    """Run ``medveil obfuscate`` in a child process: wall seconds (start-up included), images/s
+    and peak RSS (for Ray, of the driver process only).
+
+    The peak is the child's ``VmHWM``: ``getrusage``'s ``ru_maxrss`` would not do, since Linux
+    carries it over from the parent (this script, with torch and the images loaded) across
+    ``exec``.
+    """
     shutil.rmtree(out, ignore_errors=True)
     code = (
-        "import resource, sys; from medveil.cli import app;"
-        "sys.argv=['medveil','obfuscate',sys.argv[1],'--key',sys.argv[2],'-o',sys.argv[3],'--device','cpu'];"
-        "\ntry: app()\nexcept SystemExit: pass\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "import re, sys; from medveil.cli import app;"
+        "sys.argv=['medveil','obfuscate',*sys.argv[1:]];"
+        "\ntry: app()\nexcept SystemExit as e: assert not e.code, e\n"
+        "print(re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read()).group(1))"
     )
+    args = [str(folder), "--key", str(key_path), "-o", str(out), "--device", "cpu"]
+    args += ["--engine", engine, "--workers", str(workers)]
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-c", code, str(folder), str(key_path), str(out)],
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
     )
     seconds = time.perf_counter() - start
+    manifest = json.loads((out / "manifest.json").read_text())
+    count = sum(split["count"] for split in manifest["splits"].values())
     shutil.rmtree(out, ignore_errors=True)
-    return {"peak_rss_mib": int(proc.stdout.strip().splitlines()[-1]) / 1024, "seconds": seconds}
+    return {
+        "images": count,
+        "seconds": seconds,
+        "images_per_second": count / seconds,
+        "peak_rss_mib": int(proc.stdout.strip().splitlines()[-1]) / 1024,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("dataset", nargs="?", type=Path)
+    parser.add_argument("--dataset", type=Path, help="image folder (default: synthetic images)")
     parser.add_argument("--images", type=int, default=1024)
     parser.add_argument("--naive-images", type=int, default=256)
+    parser.add_argument("--cli-images", type=int, default=3000, help="0 skips the CLI runs")
+    parser.add_argument("--cli-folder", type=Path, help="run the CLI on this folder instead")
+    parser.add_argument("--engines", default="local", help="'local', or 'local,ray'")
     parser.add_argument(
         "--rss", default="2000,20000", help="folder sizes for the RSS runs ('' to skip)"
     )
@@ -186,13 +244,16 @@ def main() -> None:
     obf = Obfuscator(key)
     naive = naive_loop(images[: args.naive_images], key, obf)
     report["naive_ms_per_image"] = naive * 1e3
-    for device in devices:
-        for solver in ("subspace", "exact"):
-            k = key.with_params(solver=solver)
-            k.calibration = key.calibration
+    for solver in ("subspace", "exact"):
+        k = key.with_params(solver=solver)
+        k.calibration = key.calibration
+        for device in devices:
             per = batched(images, Obfuscator(k), device)
             report[f"batched_{solver}_{device}_ms_per_image"] = per * 1e3
             report[f"speedup_{solver}_{device}"] = naive / per
+        per = in_workers(images, Obfuscator(k), workers=torch.get_num_threads())
+        report[f"workers_{solver}_cpu_ms_per_image"] = per * 1e3
+        report[f"speedup_workers_{solver}_cpu"] = naive / per
     report["subspace_accuracy"] = accuracy(images[:256])
     e2e = {}
     folder = write_jpeg_folder(images, args.workdir / f"jpeg224-{len(images)}", len(images))
@@ -201,11 +262,23 @@ def main() -> None:
     if args.dataset is not None:
         e2e["original_files_cpu"] = end_to_end(args.dataset, key, args.workdir / "store", "cpu")
     report["end_to_end"] = e2e
+    key_path = key.save(args.workdir / "keys" / "bench.key", overwrite=True)
+    if args.cli_images:
+        cli_folder = args.cli_folder or build_cli_folder(
+            args.dataset, images, args.workdir / f"cli224-{args.cli_images}", args.cli_images
+        )
+        report["cli_folder"] = str(cli_folder)
+        report["cli"] = {
+            f"{engine}_{workers}": cli_run(
+                cli_folder, key_path, args.workdir / "store-cli", engine=engine, workers=workers
+            )
+            for engine in args.engines.split(",")
+            for workers in (1, 2)
+        }
     sizes = [int(s) for s in args.rss.split(",") if s]
     if sizes:
-        key_path = key.save(args.workdir / "keys" / "bench.key", overwrite=True)
         report["rss"] = {
-            str(size): peak_rss(
+            str(size): cli_run(
                 write_jpeg_folder(images, args.workdir / f"jpeg224-{size}", size),
                 key_path,
                 args.workdir / "store-rss",

@@ -402,15 +402,18 @@ def test_a_server_that_stays_down_stops_the_run_and_a_rerun_resumes(
             url, labels=labels, key=key, output=store, device="cpu", files_per_shard=3,
             retry=FAST, workers=1, progress=progress,
         )
-    assert seen == [3] and proxy.failed == 4 and len(proxy.retrievals) == 3
+    # The worker reads one shard ahead while the previous one is written, so the shard after
+    # the first may have been fetched before the server went down; nothing after it was.
+    assert seen[0] == 3 and proxy.failed == 4 and len(proxy.retrievals) in (3, 6)
     assert not (store / "manifest.json").exists()
-    # Back up: the rerun retrieves only the 7 instances of the unfinished shards.
+    # Back up: the rerun retrieves only the instances of the unfinished shards.
     proxy.down, proxy.retrievals = False, []
     result = obfuscate_dataset(
         url, labels=labels, key=key, output=store, device="cpu", files_per_shard=3,
         retry=FAST, workers=1,
     )
-    assert result.resumed_shards == 1 and len(proxy.retrievals) == 7
+    assert result.resumed_shards in (1, 2)
+    assert len(proxy.retrievals) == 10 - 3 * result.resumed_shards
     obfuscate_dataset(
         dicomweb(pacs.url), labels=labels, key=key, output=tmp_path / "whole", device="cpu",
         files_per_shard=3, retry=FAST,

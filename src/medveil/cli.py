@@ -287,9 +287,30 @@ def obfuscate(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per transform batch.")] = 256,
-    workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Worker threads, each decoding and obfuscating its own files (local engine); "
+            "actors in the pool (ray engine)."
+        ),
+    ] = 2,
     files_per_shard: Annotated[int, typer.Option(help="Files per shard.")] = 512,
     device: Annotated[str, typer.Option(help="'cpu', 'cuda' or 'auto'.")] = "auto",
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="'local' (this machine) or 'ray' (Ray Data on a Ray cluster; needs "
+            "pip install 'medveil[ray]', and the key file and DATASET at the same paths on "
+            "every node)."
+        ),
+    ] = "local",
+    address: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="auto|HOST:PORT",
+            help="Ray cluster to join with --engine ray (default: start a local Ray).",
+        ),
+    ] = None,
     skip_bad: Annotated[
         bool, typer.Option(help="Skip bad files and list them in a report.")
     ] = False,
@@ -332,8 +353,23 @@ def obfuscate(
     from medveil.loading import LoadOptions
     from medveil.obfuscate import obfuscate_dataset
 
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"--engine must be 'local' or 'ray', not '{engine}'")
+    if address is not None and engine != "ray":
+        raise typer.BadParameter("--address joins a Ray cluster: it needs --engine ray")
+    if engine == "ray" and is_dicomweb_url(dataset):
+        raise typer.BadParameter("--engine ray reads files: a DICOMweb source runs on --engine local")
     ensure_not_in_output(key_file, output)
     key = Key.load(key_file, allow_open=allow_open_key)
+    runner = None
+    if engine == "ray":
+        from medveil.obfuscate_ray import RayEngine, require_ray
+
+        require_ray()
+        runner = RayEngine(
+            key_file, address=address, workers=workers, batch_size=batch_size,
+            allow_open_key=allow_open_key,
+        )
     options = LoadOptions(
         size=key.params.size, percentile=_percentile(percentile), nifti_axis=nifti_axis,
         min_size=min_size, max_bytes=max_image_mb * 2**20,
@@ -356,6 +392,7 @@ def obfuscate(
             progress=lambda n: bar.advance(task, n),
             on_start=lambda total: bar.update(task, total=total),
             labels=labels,
+            engine=runner,
         )
     console.print(_text(result.summary()))
 

@@ -445,6 +445,8 @@ def _resize_normalise(path: Path, image: np.ndarray, options: LoadOptions) -> np
         # Pillow widens the bilinear kernel when downscaling, so shrinking is antialiased;
         # enlarging (an image smaller than n) is plain bilinear interpolation.
         unit = np.asarray(Image.fromarray(unit).resize((n, n), Image.Resampling.BILINEAR))
+    elif options.percentile is None:
+        return unit  # already spans exactly [0, 1]: normalising again would change nothing
     return _normalise(path, unit, options.percentile)
 
 

@@ -19,15 +19,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import os
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -40,7 +44,7 @@ from medveil.dicomweb import (
     RetryPolicy,
     is_dicomweb_url,
 )
-from medveil.errors import ImageLoadError, StoreError
+from medveil.errors import ConfigError, ImageLoadError, StoreError
 from medveil.keys import Key
 from medveil.layout import (
     DatasetIndex,
@@ -57,12 +61,22 @@ from medveil.obfuscator import Obfuscator
 from medveil.store import STORE_FORMAT, STORE_VERSION, ShardRecord, StoreWriter
 
 __all__ = [
+    "FILES_PER_TASK",
+    "DecodedFiles",
+    "Engine",
+    "Job",
+    "LocalEngine",
     "ObfuscationResult",
+    "ShardPart",
+    "ShardTask",
     "SkippedFile",
+    "decode_files",
     "group_hash",
     "group_name",
     "obfuscate_dataset",
     "resolve_device",
+    "torch_threads",
+    "transform_arrays",
 ]
 
 Progress = Callable[[int], None]
@@ -241,77 +255,225 @@ def _shards(items: list[Item], size: int) -> Iterator[tuple[int, list[Item]]]:
         yield index, items[start : start + size]
 
 
-def obfuscate_dataset(
-    source: str | Path,
-    *,
-    key: Key,
-    output: str | Path,
-    options: LoadOptions | None = None,
-    files_per_shard: int = 512,
-    batch_size: int = 256,
-    workers: int = 2,
-    device: str = "auto",
-    skip_bad: bool = False,
-    keep_names: bool = False,
-    overwrite: bool = False,
-    noise_seed: int | None = None,
-    progress: Progress | None = None,
-    on_start: Callable[[int], None] | None = None,
-    labels: str | Path | None = None,
-    retry: RetryPolicy | None = None,
-) -> ObfuscationResult:
-    """Obfuscate every image of a Kaggle-layout folder (or the files a ``labels`` CSV names,
-    see :func:`medveil.layout.scan_labels`) into a store at ``output``.
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard still to be written: its split, index and files (in store order)."""
 
-    Files are decoded by ``workers`` threads a shard at a time, so at most one shard of images
-    is in memory whatever the dataset size. A bad file stops the run with an
-    :class:`ImageLoadError` naming it (the finished shards are kept for a rerun), or with
-    ``skip_bad`` is left out and listed in ``<output>.skipped.json`` beside the store (outside
-    it, since it names source files). Images smaller than the working size are upscaled and
-    counted (:attr:`ObfuscationResult.upscaled`, ``upscaled`` per split in the manifest) unless
-    ``options.min_size`` refuses them; images whose NaN/inf values ``options.fill_nonfinite``
-    replaced are counted the same way (``filled``). Each image's group is stored as a keyed
-    hash (:func:`group_hash`), never as the PatientID or a name.
+    split: str
+    index: int
+    items: list[Item]
 
-    ``source`` may be a DICOMweb service URL (``http(s)://HOST:PORT/PATH``), with ``labels`` a
-    CSV of ``StudyInstanceUID,label[,split][,group]``: see :mod:`medveil.dicomweb`, whose
-    ``retry`` policy applies; ``keep_names`` then stores ``STUDY/SERIES/SOP`` UIDs.
 
-    Only one run writes into a store at a time: a second one raises
-    :class:`medveil.store.StoreBusyError`. A file that cannot be written (disk full, a
-    file-size limit) raises :class:`medveil.store.StoreWriteError` naming it; nothing is left
-    under its final name and a rerun resumes after the last whole shard.
+@dataclass(frozen=True)
+class Job:
+    """What an :class:`Engine` turns into :class:`ShardPart` objects: the shards left to write
+    and how to load and obfuscate their files."""
+
+    root: Path | None
+    shards: list[ShardTask]
+    key: Key
+    options: LoadOptions
+    listing: str
+    skip_bad: bool
+    keep_names: bool
+    noise_seed: int | None = None
+    #: How to read an item when it is not a file under ``root`` (a DICOMweb instance); such a
+    #: job runs on the local engine only (its reader holds a connection).
+    read: Reader | None = None
+
+    def reader(self) -> Reader:
+        if self.read is not None:
+            return self.read
+        if self.root is None:
+            raise ValueError("a job needs a root folder or a reader")
+        root, options = self.root, self.options
+        return lambda item: load_file(root / item.path, options=options)
+
+
+@dataclass
+class ShardPart:
+    """Consecutive files of one shard, decoded and obfuscated.
+
+    An engine yields the parts of a shard one after another, in file order, the last one with
+    ``last`` set; the store's writer writes the shard when that one arrives.
     """
-    started = time.perf_counter()
-    output = Path(output).expanduser()
-    options = options or LoadOptions(size=key.params.size)
-    if options.size != key.params.size:
-        raise ValueError(f"load size {options.size} differs from the key's size {key.params.size}")
-    if files_per_shard < 1 or batch_size < 1 or workers < 1:
-        raise ValueError("files_per_shard, batch_size and workers must be positive")
-    index, read, pacs = _source(source, labels, options, retry)
-    obfuscator = Obfuscator(key, noise_seed=noise_seed)
-    dev = resolve_device(device)
-    plan = _plan(index, key, options, files_per_shard, keep_names, skip_bad)
-    with pacs or nullcontext(), StoreWriter(output, plan=plan, overwrite=overwrite) as writer:
-        if on_start is not None:
-            on_start(len(index))
-        if writer.complete:
-            manifest = json.loads((output / "manifest.json").read_text())
-            images = {s: v["count"] for s, v in manifest["splits"].items()}
-            upscaled = sum(v.get("upscaled", 0) for v in manifest["splits"].values())
-            filled = sum(v.get("filled", 0) for v in manifest["splits"].values())
-            return ObfuscationResult(
-                store=output, images=images, files=len(index), already_complete=True,
-                upscaled=upscaled, size=options.size, filled=filled,
-                fill_value=options.fill_nonfinite,
+
+    split: str
+    shard: int
+    files: int
+    images: np.ndarray
+    labels: list[int]
+    groups: list[int]
+    names: list[str]
+    bad: list[SkippedFile]
+    upscaled: int = 0
+    filled: int = 0
+    last: bool = True
+
+
+class Engine(Protocol):
+    """Something that runs a :class:`Job`: :class:`LocalEngine`, or
+    :class:`medveil.obfuscate_ray.RayEngine` for a Ray cluster."""
+
+    def parts(self, job: Job) -> Iterator[ShardPart]:
+        """Every file of ``job.shards`` as parts, the parts of each shard consecutive."""
+        ...
+
+
+@dataclass
+class DecodedFiles:
+    """Files decoded to working-size slices, with the per-image columns of the store."""
+
+    arrays: list[np.ndarray]
+    labels: list[int]
+    groups: list[int]
+    names: list[str]
+    bad: list[SkippedFile]
+    upscaled: int = 0
+    filled: int = 0
+
+
+def decode_files(
+    items: list[Item], *, job: Job, skip_bad: bool, stop: threading.Event | None = None
+) -> DecodedFiles | None:
+    """Load ``items`` (files relative to ``job.root``, or through ``job.read``) and hash their
+    groups.
+
+    A bad file raises its :class:`ImageLoadError` (named relative to the root), or with
+    ``skip_bad`` is listed in :attr:`DecodedFiles.bad` instead. ``None`` when ``stop`` was set
+    before the last file.
+    """
+    out = DecodedFiles([], [], [], [], [])
+    read = job.reader()
+    for item in items:
+        if stop is not None and stop.is_set():
+            return None
+        result = _load(read, item)
+        if isinstance(result, ImageLoadError):
+            if not skip_bad:
+                raise result
+            out.bad.append(_skipped(item, result.problem))
+            continue
+        slices = result.slices
+        out.arrays.extend(slices)
+        out.upscaled += result.upscaled
+        out.filled += result.filled
+        out.labels.extend([item.label] * len(slices))
+        group = group_hash(job.key, job.listing, group_name(item, result.patient))
+        out.groups.extend([group] * len(slices))
+        if job.keep_names:
+            # os.fspath keeps undecodable bytes as surrogates; the store encodes them.
+            name = os.fspath(item.path)
+            out.names.extend(
+                [name] if len(slices) == 1 else [f"{name}#{i}" for i in range(len(slices))]
             )
-        return _write_store(
-            writer, index, read, key, obfuscator, options,
-            files_per_shard=files_per_shard, batch_size=batch_size, workers=workers, device=dev,
-            skip_bad=skip_bad, keep_names=keep_names, progress=progress, started=started,
-            listing=str(plan["files"]),
-        )
+    return out
+
+
+def transform_arrays(
+    obfuscator: Obfuscator,
+    arrays: list[np.ndarray],
+    *,
+    batch_size: int,
+    device: torch.device,
+) -> np.ndarray:
+    """Obfuscate ``(n, n)`` arrays in batches of ``batch_size`` into one ``(count, n, m)``
+    float32 array."""
+    out = np.empty((len(arrays), *obfuscator.params.out_shape), dtype=np.float32)
+    for lo in range(0, len(arrays), batch_size):
+        batch = torch.from_numpy(np.stack(arrays[lo : lo + batch_size])).to(device)
+        out[lo : lo + len(batch)] = obfuscator.obfuscate(batch).float().cpu().numpy()
+    return out
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run torch's CPU operators with ``count`` intra-op threads inside the block.
+
+    torch's setting is process-wide; it is restored on leaving the block.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+#: Files that one worker decodes and obfuscates as one task: small enough that every worker
+#: stays busy up to the end of a shard and that few images are in flight, large enough for
+#: efficient batched products.
+FILES_PER_TASK = 64
+
+
+@dataclass(frozen=True)
+class LocalEngine:
+    """Obfuscate on this machine with ``workers`` threads.
+
+    Each thread decodes a task of files and obfuscates them with torch on one intra-op thread,
+    so decoding and the transform overlap across threads, and the store is written (by the
+    caller's thread) while the workers go on. One torch thread per worker matters on a busy
+    machine: torch's batched LAPACK calls on small matrices slow down tens of times when their
+    threads compete with other processes for the cores. A pinned ``noise_seed`` draws its noise
+    in file order, so it runs one worker.
+    """
+
+    workers: int = 2
+    batch_size: int = 256
+    device: str = "auto"
+
+    def parts(self, job: Job) -> Iterator[ShardPart]:
+        obfuscator = Obfuscator(job.key, noise_seed=job.noise_seed)
+        device = resolve_device(self.device)
+        lanes = 1 if obfuscator.noise.pinned else self.workers
+        tasks = [
+            (shard, shard.items[lo : lo + FILES_PER_TASK], lo + FILES_PER_TASK >= len(shard.items))
+            for shard in job.shards
+            for lo in range(0, len(shard.items), FILES_PER_TASK)
+        ]
+
+        # A task that fails (a PACS that stays down) stops the others before their next file:
+        # the run ends now instead of after every queued task has retried on its own.
+        stop = threading.Event()
+
+        def run(shard: ShardTask, items: list[Item], last: bool) -> ShardPart | None:
+            if stop.is_set():
+                return None
+            try:
+                decoded = decode_files(items, job=job, skip_bad=job.skip_bad, stop=stop)
+            except BaseException:
+                stop.set()
+                raise
+            if decoded is None:
+                return None
+            images = transform_arrays(
+                obfuscator, decoded.arrays, batch_size=self.batch_size, device=device
+            )
+            return ShardPart(
+                split=shard.split, shard=shard.index, files=len(items), images=images,
+                labels=decoded.labels, groups=decoded.groups, names=decoded.names,
+                bad=decoded.bad, upscaled=decoded.upscaled, filled=decoded.filled, last=last,
+            )
+
+        pending = iter(tasks)
+        window: deque[Future[ShardPart]] = deque()
+        with torch_threads(1), ThreadPoolExecutor(lanes, thread_name_prefix="medveil") as pool:
+            try:
+                # Two tasks per worker in flight: the next is ready when one is handed over.
+                for task in itertools.islice(pending, 2 * lanes):
+                    window.append(pool.submit(run, *task))
+                while window:
+                    part = window.popleft().result()
+                    if part is None:  # stopped because another task failed
+                        continue
+                    task = next(pending, None)
+                    if task is not None:
+                        window.append(pool.submit(run, *task))
+                    yield part
+            finally:
+                stop.set()
+                for future in window:
+                    future.cancel()
 
 
 def _source(
@@ -336,98 +498,109 @@ def _source(
     return index, read, pacs
 
 
-def _write_store(
-    writer: StoreWriter,
-    index: DatasetIndex,
-    read: Reader,
-    key: Key,
-    obfuscator: Obfuscator,
-    options: LoadOptions,
+def obfuscate_dataset(
+    source: str | Path,
     *,
-    files_per_shard: int,
-    batch_size: int,
-    workers: int,
-    device: torch.device,
-    skip_bad: bool,
-    keep_names: bool,
-    progress: Progress | None,
-    started: float,
-    listing: str,
+    key: Key,
+    output: str | Path,
+    options: LoadOptions | None = None,
+    files_per_shard: int = 512,
+    batch_size: int = 256,
+    workers: int = 2,
+    device: str = "auto",
+    skip_bad: bool = False,
+    keep_names: bool = False,
+    overwrite: bool = False,
+    noise_seed: int | None = None,
+    progress: Progress | None = None,
+    on_start: Callable[[int], None] | None = None,
+    labels: str | Path | None = None,
+    retry: RetryPolicy | None = None,
+    engine: Engine | None = None,
 ) -> ObfuscationResult:
-    output = writer.root
+    """Obfuscate every image of a Kaggle-layout folder (or the files a ``labels`` CSV names,
+    see :func:`medveil.layout.scan_labels`) into a store at ``output``.
 
-    records: dict[str, list[ShardRecord]] = {}
-    skipped: list[SkippedFile] = []
-    resumed = 0
-    work = [
-        (split, shard, chunk)
-        for split, items in index.splits.items()
-        for shard, chunk in _shards(items, files_per_shard)
-    ]
-    todo = []
-    for split, shard, chunk in work:
-        record = writer.shard_record(split, shard)
-        if record is None:
-            todo.append((split, shard, chunk))
-            continue
-        records.setdefault(split, []).append(record)
-        resumed += 1
-        if progress:
-            progress(len(chunk))
-    # Decoding and the transform take turns rather than overlap: on a small machine the loader
-    # threads and torch's own threads would otherwise fight over the same cores.
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="medveil-load") as pool:
-        for split, shard, chunk in todo:
-            loaded = list(pool.map(lambda item: _load(read, item), chunk))
-            arrays, labels, names, bad, groups = [], [], [], [], []
-            upscaled = filled = 0
-            for item, result in zip(chunk, loaded):
-                if isinstance(result, ImageLoadError):
-                    if not skip_bad:
-                        raise result
-                    bad.append(_skipped(item, result.problem))
+    By default a :class:`LocalEngine` of ``workers`` threads decodes and obfuscates the files
+    (``batch_size`` images per transform batch, on ``device``); ``engine`` runs them elsewhere
+    (:class:`medveil.obfuscate_ray.RayEngine`), and the store is the same. At most one shard of
+    outputs and a few tasks of images are in memory whatever the dataset size. A bad file
+    stops the run with an :class:`ImageLoadError` naming it (the finished shards are kept for a
+    rerun), or with ``skip_bad`` is left out and listed in ``<output>.skipped.json`` beside the
+    store (outside it, since it names source files). Images smaller than the working size are
+    upscaled and counted (:attr:`ObfuscationResult.upscaled`, ``upscaled`` per split in the
+    manifest) unless ``options.min_size`` refuses them; images whose NaN/inf values
+    ``options.fill_nonfinite`` replaced are counted the same way (``filled``). Each image's
+    group is stored as a keyed hash (:func:`group_hash`), never as the PatientID or a name.
+    ``progress(files)`` is called after each shard is written.
+
+    ``source`` may be a DICOMweb service URL (``http(s)://HOST:PORT/PATH``), with ``labels`` a
+    CSV of ``StudyInstanceUID,label[,split][,group]``: see :mod:`medveil.dicomweb`, whose
+    ``retry`` policy applies; ``keep_names`` then stores ``STUDY/SERIES/SOP`` UIDs.
+
+    Only one run writes into a store at a time: a second one raises
+    :class:`medveil.store.StoreBusyError`. A file that cannot be written (disk full, a
+    file-size limit) raises :class:`medveil.store.StoreWriteError` naming it; nothing is left
+    under its final name and a rerun resumes after the last whole shard.
+    """
+    started = time.perf_counter()
+    output = Path(output).expanduser()
+    options = options or LoadOptions(size=key.params.size)
+    if options.size != key.params.size:
+        raise ValueError(f"load size {options.size} differs from the key's size {key.params.size}")
+    if files_per_shard < 1 or batch_size < 1 or workers < 1:
+        raise ValueError("files_per_shard, batch_size and workers must be positive")
+    index, read, pacs = _source(source, labels, options, retry)
+    Obfuscator(key)  # refuses an uncalibrated key before anything is written
+    if engine is None:
+        engine = LocalEngine(
+            workers=workers, batch_size=batch_size, device=str(resolve_device(device))
+        )
+    elif pacs is not None:
+        pacs.close()
+        raise ConfigError("a DICOMweb source runs on the local engine only")
+    plan = _plan(index, key, options, files_per_shard, keep_names, skip_bad)
+    with pacs or nullcontext(), StoreWriter(output, plan=plan, overwrite=overwrite) as writer:
+        if on_start is not None:
+            on_start(len(index))
+        if writer.complete:
+            manifest = json.loads((output / "manifest.json").read_text())
+            images = {s: v["count"] for s, v in manifest["splits"].items()}
+            upscaled = sum(v.get("upscaled", 0) for v in manifest["splits"].values())
+            filled = sum(v.get("filled", 0) for v in manifest["splits"].values())
+            return ObfuscationResult(
+                store=output, images=images, files=len(index), already_complete=True,
+                upscaled=upscaled, size=options.size, filled=filled,
+                fill_value=options.fill_nonfinite,
+            )
+        records: dict[str, list[ShardRecord]] = {}
+        resumed = 0
+        todo = []
+        for split, items in index.splits.items():
+            for shard, chunk in _shards(items, files_per_shard):
+                record = writer.shard_record(split, shard)
+                if record is None:
+                    todo.append(ShardTask(split, shard, chunk))
                     continue
-                slices = result.slices
-                arrays.extend(slices)
-                upscaled += result.upscaled
-                filled += result.filled
-                labels.extend([item.label] * len(slices))
-                group = group_hash(key, listing, group_name(item, result.patient))
-                groups.extend([group] * len(slices))
-                if keep_names:
-                    # os.fspath keeps undecodable bytes as surrogates; the store encodes them.
-                    name = os.fspath(item.path)
-                    names.extend(
-                        [name] if len(slices) == 1 else [f"{name}#{i}" for i in range(len(slices))]
-                    )
-            outputs = _transform(
-                obfuscator, arrays, batch_size=batch_size, device=device,
-                shape=key.params.out_shape,
-            )
-            record = writer.write_shard(
-                split=split,
-                index=shard,
-                images=outputs,
-                labels=np.asarray(labels, np.int64),
-                classes=index.classes,
-                skipped=len(bad),
-                names=names if keep_names else None,
-                upscaled=upscaled,
-                groups=np.asarray(groups, np.int64),
-                filled=filled,
-            )
-            records.setdefault(split, []).append(record)
-            skipped.extend(bad)
-            if progress:
-                progress(len(chunk))
-    report = None
-    if skipped or any(r.skipped for rs in records.values() for r in rs):
-        report = _write_skipped_report(writer, skipped, records)
-    images = {split: sum(r.count for r in rs) for split, rs in records.items()}
-    if sum(images.values()) == 0:
-        source = index.url if isinstance(index, DicomWebIndex) else index.root
-        raise StoreError(f"{source}: no image could be loaded (all files were bad)")
-    distinct = _finalize(writer, index, key, records, keep_names=keep_names, options=options)
+                records.setdefault(split, []).append(record)
+                resumed += 1
+                if progress:
+                    progress(len(chunk))
+        job = Job(
+            root=None if pacs is not None else index.root, shards=todo, key=key,
+            options=options, listing=str(plan["files"]), skip_bad=skip_bad,
+            keep_names=keep_names, noise_seed=noise_seed, read=None if pacs is None else read,
+        )
+        skipped = _write_shards(writer, index, job, engine, records, progress)
+        report = None
+        if skipped or any(r.skipped for rs in records.values() for r in rs):
+            report = _write_skipped_report(writer, skipped, records)
+        images = {split: sum(r.count for r in rs) for split, rs in records.items()}
+        if sum(images.values()) == 0:
+            where = index.url if isinstance(index, DicomWebIndex) else index.root
+            raise StoreError(f"{where}: no image could be loaded (all files were bad)")
+        distinct = _finalize(writer, index, key, records, keep_names=keep_names, options=options)
+
     return ObfuscationResult(
         store=output,
         images=images,
@@ -444,19 +617,65 @@ def _write_store(
     )
 
 
-def _transform(
-    obfuscator: Obfuscator,
-    arrays: list[np.ndarray],
-    *,
-    batch_size: int,
-    device: torch.device,
-    shape: tuple[int, int],
-) -> np.ndarray:
-    out = np.empty((len(arrays), *shape), dtype=np.float32)
-    for lo in range(0, len(arrays), batch_size):
-        batch = torch.from_numpy(np.stack(arrays[lo : lo + batch_size])).to(device)
-        out[lo : lo + len(batch)] = obfuscator.obfuscate(batch).float().cpu().numpy()
-    return out
+def _write_shards(
+    writer: StoreWriter,
+    index: DatasetIndex,
+    job: Job,
+    engine: Engine,
+    records: dict[str, list[ShardRecord]],
+    progress: Progress | None,
+) -> list[SkippedFile]:
+    """Write each shard as the engine's parts complete it; the bad files skipped.
+
+    A shard is written by a thread of its own while the next one's parts arrive (writes fsync,
+    and a disk is slower than the transform); the previous write is waited for, and reported
+    to ``progress``, before the next one starts.
+    """
+    skipped: list[SkippedFile] = []
+    parts: list[ShardPart] = []
+    writing: tuple[Future[ShardRecord], list[ShardPart]] | None = None
+
+    def done(write: Future[ShardRecord], written: list[ShardPart]) -> None:
+        record = write.result()
+        records.setdefault(record.split, []).append(record)
+        skipped.extend(bad for p in written for bad in p.bad)
+        if progress:
+            progress(sum(p.files for p in written))
+
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="medveil-write") as pool,
+        closing(engine.parts(job)) as stream,
+    ):
+        for part in stream:
+            if part.bad and not job.skip_bad:
+                raise ImageLoadError(part.bad[0].path, part.bad[0].problem)
+            parts.append(part)
+            if not part.last:
+                continue
+            if writing is not None:
+                done(*writing)
+            writing = (pool.submit(_write_shard, writer, index, job, parts), parts)
+            parts = []
+        if writing is not None:
+            done(*writing)
+    return skipped
+
+
+def _write_shard(
+    writer: StoreWriter, index: DatasetIndex, job: Job, parts: list[ShardPart]
+) -> ShardRecord:
+    return writer.write_shard(
+        split=parts[0].split,
+        index=parts[0].shard,
+        images=np.concatenate([p.images for p in parts]),
+        labels=np.asarray([x for p in parts for x in p.labels], np.int64),
+        classes=index.classes,
+        skipped=sum(len(p.bad) for p in parts),
+        names=[x for p in parts for x in p.names] if job.keep_names else None,
+        upscaled=sum(p.upscaled for p in parts),
+        groups=np.asarray([x for p in parts for x in p.groups], np.int64),
+        filled=sum(p.filled for p in parts),
+    )
 
 
 def _write_skipped_report(
