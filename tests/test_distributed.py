@@ -161,12 +161,14 @@ def test_two_processes_train_like_one_and_only_process_0_writes(tmp_path, source
     loss, accuracy = rescore(run_dir, source)
     assert accuracy == pytest.approx(best["val_acc"], abs=1e-12)
     assert loss == pytest.approx(best["val_loss"], rel=1e-5)
-    # Within noise of one process on the same budget (4 epochs, global batch 16): the two runs
-    # differ in shuffling, augmentation draws and per-process batch norm, like two seeds. The
-    # validation set has 60 examples; at an accuracy near 0.85 the standard error of one run's
-    # score is sqrt(0.85 * 0.15 / 60) = 0.046, so of a difference 0.065, and 0.15 is 2.3 of them.
+    # Within noise of one process on the same budget (4 epochs, global batch 16). The two runs
+    # differ in shuffling, augmentation draws and per-process batch norm, as runs with two
+    # seeds do, so the tolerance is the spread of one process over seeds on this data: best
+    # validation accuracy 0.983, 0.85 and 1.0 for seeds 0, 1, 2 (two processes: 0.95, 1.0,
+    # 1.0), i.e. 0.15, or 9 of the 60 validation examples. Both runs are deterministic on the
+    # CPU; this one (seed 0) gives 0.983 and 0.95.
     assert abs(info["val_accuracy"] - one.val_accuracy) <= 0.15, (info, one.val_accuracy)
-    assert min(info["val_accuracy"], one.val_accuracy) >= 0.7  # both learned the faint stripes
+    assert min(info["val_accuracy"], one.val_accuracy) >= 0.8  # both learned the faint stripes
 
 
 def load_history(run_dir: Path) -> list[dict[str, float]]:

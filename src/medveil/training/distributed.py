@@ -107,8 +107,8 @@ class Cluster:
         """The device of this process: ``cuda`` becomes ``cuda:LOCAL_RANK`` among several."""
         if device.type == "cuda" and self.distributed and device.index is None:
             device = torch.device("cuda", self.local_rank)
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
+        if device.type == "cuda" and device.index is not None:
+            torch.cuda.set_device(device)  # nccl's collectives run on the current device
         return device
 
     def plan(self, size: int, *, batch_size: int) -> BatchPlan:
