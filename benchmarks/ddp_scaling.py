@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/ddp_scaling.py [--data FOLDER_OR_STORE] [--runs 1x1,1x2,2x1]
-        [--epochs 4] [--batch-size 32] [--input-size 64] [--device cpu]
+        [--epochs 4] [--batch-size 32] [--input-size 64] [--device cpu] [--json PATH]
 
 Each run ``PxT`` is ``torchrun --standalone --nproc-per-node P -m medveil train DATA ...`` with
 ``OMP_NUM_THREADS=T`` (T intra-op threads per process), exactly as a user starts it; one
@@ -14,7 +14,8 @@ writes the embedded SYNTHETIC brain-MRI set (``--per-class`` images per class at
 run: training images per second (training examples x epochs over the summed epoch times of
 ``history.csv``, validation included, start-up and data loading excluded), the launch-to-exit
 wall time, the best validation accuracy and the accuracy of the selected weights on the test
-split (``medveil.training.evaluate``, one process). Prints JSON, then a Markdown table.
+split (``medveil.training.evaluate``, one process). Prints JSON (also written to ``--json``),
+then a Markdown table.
 """
 
 from __future__ import annotations
@@ -80,10 +81,15 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="Also write the JSON report here.")
     args = parser.parse_args()
-    data = args.data
+    data, described = args.data, str(args.data)
     if data is None:
         data = OUT / "ddp-data"
+        described = (
+            f"SYNTHETIC brain-mri, {args.per_class} per class, {args.input_size} px, seed "
+            f"{args.seed}, 20% test (benchmarks/out/ddp-data)"
+        )
         write_dataset(
             "brain-mri", data, per_class=args.per_class, size=args.input_size, seed=args.seed,
             test_fraction=0.2,
@@ -92,7 +98,10 @@ def main() -> None:
     for spec in args.runs.split(","):
         processes, threads = (int(v) for v in spec.split("x"))
         runs.append(run_once(processes, threads, data, OUT / f"ddp-run-{spec}", args))
-    print(json.dumps({"machine": describe(), "data": str(data), "runs": runs}, indent=2))
+    report = json.dumps({"machine": describe(), "data": described, "runs": runs}, indent=2)
+    print(report)
+    if args.json is not None:
+        args.json.write_text(report + "\n")
     print(
         "\n| processes | threads each | train images/s | wall (s) | val accuracy "
         "| test accuracy |\n| ---: | ---: | ---: | ---: | ---: | ---: |"
