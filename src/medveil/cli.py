@@ -550,8 +550,13 @@ def train_command(
     stem: Annotated[Optional[str], typer.Option(help=_STEM_HELP)] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUTPUT.")] = False,
 ) -> None:
-    """Train a classifier on obfuscated (or, for the baseline, plaintext) images."""
+    """Train a classifier on obfuscated (or, for the baseline, plaintext) images.
+
+    Under `torchrun --nproc-per-node N -m medveil train ...` the N processes train together
+    (DistributedDataParallel); process 0 writes OUTPUT and reports progress.
+    """
     from medveil.training import TrainConfig, train
+    from medveil.training.distributed import main_process
 
     config = TrainConfig(
         model=model,
@@ -568,6 +573,9 @@ def train_command(
         num_workers=workers,
         stem=stem,
     )
+    if not main_process():
+        train(data, config=config, run_dir=output, resume=resume)
+        return
     with _progress() as bar:
         task = bar.add_task(model, total=None)
         result = train(

@@ -5,6 +5,7 @@
 - :mod:`~medveil.training.data`: stores, image folders and arrays as one data source; splits,
   standardisation, resizing to the model's input, augmentation;
 - :mod:`~medveil.training.train`: the seeded, checkpointed, resumable training loop;
+- :mod:`~medveil.training.distributed`: that loop on several processes or GPUs (torchrun, DDP);
 - :mod:`~medveil.training.evaluate`: test metrics and the key-checked prediction path;
 - :mod:`~medveil.training.sweep`: accuracy against the rank k.
 """

@@ -60,6 +60,7 @@ from medveil.training.data import (
     augment_batch,
     prepare_data,
 )
+from medveil.training.distributed import Cluster, joined
 from medveil.training.models import create_model, get_spec
 from medveil.training.stems import STEMS, default_stem
 
@@ -303,8 +304,10 @@ def _deterministic() -> Iterator[None]:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = previous[2:]
 
 
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    draw = np.random.SeedSequence([seed, epoch, 0xE90C]).generate_state(1, np.uint64)[0]
+def _epoch_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:
+    # Process 0 (and a run alone) draws what it always drew; the others draw their own.
+    entropy = [seed, epoch, 0xE90C] + ([rank] if rank else [])
+    draw = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(draw))
 
 
@@ -337,7 +340,7 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 def _run_info(
     config: TrainConfig, data: DataSource, standardisation: Standardisation, plan: SplitPlan,
-    device: torch.device, in_shape: tuple[int, int],
+    device: torch.device, in_shape: tuple[int, int], processes: int,
 ) -> dict[str, Any]:
     return {
         "format": RUN_FORMAT,
@@ -352,6 +355,7 @@ def _run_info(
         "standardisation": asdict(standardisation),
         "splits": plan.sizes(),
         "device": str(device),
+        "processes": processes,
         "machine": describe(),
         "status": "running",
     }
@@ -371,8 +375,9 @@ def _check_resumable(run_dir: Path, config: TrainConfig) -> None:
 
 
 def _evaluate_loss(
-    model: nn.Module, loader: DataLoader, device: torch.device
+    model: nn.Module, loader: DataLoader, device: torch.device, cluster: Cluster
 ) -> tuple[float, float]:
+    """Mean loss and accuracy over all processes' parts of the set in ``loader``."""
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
     with torch.no_grad():
@@ -382,6 +387,7 @@ def _evaluate_loss(
             total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             count += len(y)
+    total_loss, correct, count = cluster.sum(total_loss, correct, count)
     return total_loss / count, correct / count
 
 
@@ -484,8 +490,12 @@ def _train_epoch(
     generator: torch.Generator,
     device: torch.device,
     on_step: Callable[[int, float, float], None],
+    cluster: Cluster,
 ) -> tuple[float, float]:
-    """One pass over ``loader``; returns the epoch's mean loss and accuracy."""
+    """One pass over ``loader``; returns the epoch's mean loss and accuracy over all processes.
+
+    ``on_step`` receives this process's running means.
+    """
     model.train()
     total_loss, correct, count = 0.0, 0, 0
     for step, (x, y) in enumerate(loader, start=1):
@@ -503,6 +513,7 @@ def _train_epoch(
         correct += int((logits.argmax(1) == y).sum())
         count += len(y)
         on_step(step, total_loss / count, correct / count)
+    total_loss, correct, count = cluster.sum(total_loss, correct, count)
     return total_loss / count, correct / count
 
 
@@ -564,7 +575,27 @@ def train(
     (1, {'train': 10, 'val': 2, 'test': 4})
     >>> print(written)
     .medveil-output best.pt config.json history.csv last.pt run.json splits.json
+
+    Under a launcher (``torchrun --nproc-per-node N``) every process calls :func:`train` with the
+    same arguments and trains its part of each batch with DistributedDataParallel; only process
+    0 writes ``run_dir`` and calls ``progress`` (:mod:`medveil.training.distributed`).
     """
+    with joined(device=config.device) as cluster:
+        return _train(
+            data, config=config, run_dir=run_dir, progress=progress, resume=resume,
+            cluster=cluster,
+        )
+
+
+def _train(
+    data: DataSource | str | Path,
+    *,
+    config: TrainConfig,
+    run_dir: str | Path,
+    progress: Callable[[ProgressEvent], None] | None,
+    resume: bool,
+    cluster: Cluster,
+) -> TrainResult:
     started = time.perf_counter()
     run_dir = Path(run_dir).expanduser()
     spec = get_spec(config.model)
@@ -575,7 +606,14 @@ def train(
         if not (run_dir / "last.pt").is_file():
             raise RunError(f"{run_dir}: no checkpoint (last.pt) to resume from")
         saved_plan = SplitPlan.from_dict(json.loads((run_dir / "splits.json").read_text()))
-        saved_identity = json.loads((run_dir / "run.json").read_text())["data"]["identity"]
+        saved_info = json.loads((run_dir / "run.json").read_text())
+        saved_identity = saved_info["data"]["identity"]
+        # The batches, steps per epoch and schedule depend on the number of processes.
+        if saved_info.get("processes", 1) != cluster.world_size:
+            raise RunError(
+                f"{run_dir}: the run was trained on {saved_info.get('processes', 1)} "
+                f"process(es); resume it on as many (this is {cluster.world_size})"
+            )
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(
             f"{run_dir}: run folder is not empty; pass resume=True to continue the run in "
@@ -596,17 +634,21 @@ def train(
     source, plan = prepared.source, prepared.plan
     config = config.resolve(source)
     assert config.input_size is not None
-    device = resolve_device(config.device)
+    device = cluster.device(resolve_device(config.device))
     if resume:
         _check_resumable(run_dir, config)
         checkpoint = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
 
     train_set = prepared.sets["train"]
-    drop_last = len(train_set) > config.batch_size  # a batch of one would break batch norm
-    steps = len(train_set) // config.batch_size if drop_last else 1
-    info = _run_info(config, source, prepared.standardisation, plan, device, prepared.in_shape)
+    batches = cluster.plan(len(train_set), batch_size=config.batch_size)
+    steps = batches.steps
+    info = _run_info(
+        config, source, prepared.standardisation, plan, device, prepared.in_shape,
+        cluster.world_size,
+    )
 
-    if checkpoint is None:
+    cluster.barrier()  # every process has checked run_dir before process 0 writes to it
+    if checkpoint is None and cluster.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         mark_output(run_dir, kind="training-run")  # keys are refused in here
         atomic_write_json(run_dir / "config.json", config.to_dict())
@@ -619,6 +661,8 @@ def train(
             config.model, num_classes=len(source.classes), input_size=config.input_size,
             weights=config.weights, stem=config.stem, in_shape=prepared.in_shape,
         ).to(device)
+        if cluster.rank:  # the other processes' own dropout draws
+            torch.manual_seed(cluster.rng_seed(config.seed))
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
@@ -628,11 +672,14 @@ def train(
             model.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
-            _set_rng_state(checkpoint["rng"], device)
+            ranks = checkpoint.get("rng_ranks", [checkpoint["rng"]])
+            _set_rng_state(ranks[cluster.rank], device)
             state = _LoopState.from_checkpoint(checkpoint)
+        net = cluster.wrap(model)
 
         val_loader = DataLoader(
-            prepared.sets["val"], batch_size=config.batch_size * 2, num_workers=config.num_workers
+            cluster.shard(prepared.sets["val"]), batch_size=config.batch_size * 2,
+            num_workers=config.num_workers,
         )
         first_epoch = len(state.history) + 1
         clock = _Clock(pending=(config.epochs - first_epoch + 1) * steps)
@@ -640,46 +687,53 @@ def train(
             if state.stopped:
                 break
             epoch_start = time.perf_counter()
-            generator = _epoch_generator(config.seed, epoch)
-            loader = DataLoader(
-                train_set, batch_size=config.batch_size, shuffle=True, drop_last=drop_last,
-                generator=generator, num_workers=config.num_workers,
+            generator = _epoch_generator(config.seed, epoch, cluster.rank)
+            loader = cluster.train_loader(
+                train_set, plan=batches, seed=config.seed, epoch=epoch, generator=generator,
+                num_workers=config.num_workers,
             )
 
             def on_step(step: int, loss: float, acc: float, epoch: int = epoch) -> None:
                 clock.tick()
-                if progress is not None:
+                if progress is not None and cluster.is_main:
                     progress(ProgressEvent(
                         kind="step", epoch=epoch, epochs=config.epochs, step=step, steps=steps,
                         loss=loss, acc=acc, eta_s=clock.eta_s(),
                     ))
 
             train_loss, train_acc = _train_epoch(
-                model, loader, optimizer=optimizer, scheduler=scheduler, augment=config.augment,
-                generator=generator, device=device, on_step=on_step,
+                net, loader, optimizer=optimizer, scheduler=scheduler, augment=config.augment,
+                generator=generator, device=device, on_step=on_step, cluster=cluster,
             )
-            val_loss, val_acc = _evaluate_loss(model, val_loader, device)
+            cluster.sync_buffers(model)
+            val_loss, val_acc = _evaluate_loss(model, val_loader, device, cluster)
             stats = EpochStats(
                 epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
                 val_acc=val_acc, lr=optimizer.param_groups[0]["lr"],
                 seconds=time.perf_counter() - epoch_start,
             )
-            if state.record(
+            improved = state.record(
                 stats, patience=config.patience, selection=config.selection,
                 counts=epoch > warmup_epochs(config),
-            ):
+            )
+            # Every process reaches the same decisions: the scores above are all-reduced.
+            rngs = cluster.gather(_rng_state(device))
+            state.wall_time_s = state.earlier_wall_s + time.perf_counter() - started
+            if not cluster.is_main:
+                continue
+            if improved:
                 _atomic_torch_save(
                     run_dir / "best.pt",
                     {"model": model.state_dict(), "epoch": epoch, "val_loss": val_loss,
                      "val_acc": val_acc},
                 )
-            state.wall_time_s = state.earlier_wall_s + time.perf_counter() - started
             _atomic_torch_save(
                 run_dir / "last.pt",
                 {
                     "format": CHECKPOINT_FORMAT, "epoch": epoch, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": _rng_state(device), **state.to_checkpoint(),
+                    "rng": rngs[0], **({"rng_ranks": rngs} if cluster.distributed else {}),
+                    **state.to_checkpoint(),
                 },
             )
             _write_history(run_dir / "history.csv", state.history)
@@ -695,7 +749,9 @@ def train(
         val_accuracy=best.val_acc, epochs_run=len(state.history), stopped_early=state.stopped,
         wall_time_s=state.earlier_wall_s + time.perf_counter() - started,
     )
-    atomic_write_json(run_dir / "run.json", info)
+    if cluster.is_main:
+        atomic_write_json(run_dir / "run.json", info)
+    cluster.barrier()  # the run folder is complete when train() returns on any process
     return TrainResult(
         run_dir=run_dir, history=state.history, best_epoch=state.best_epoch,
         best_val_loss=state.best_loss, val_accuracy=best.val_acc, stopped_early=state.stopped,
