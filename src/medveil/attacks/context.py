@@ -15,6 +15,7 @@ from enum import StrEnum
 
 import torch
 
+from medveil.batched import obfuscate_batches
 from medveil.errors import MedveilError
 from medveil.keys import Key, SchemeParams
 from medveil.obfuscator import Obfuscator
@@ -110,12 +111,7 @@ class Victims:
         batch_size: int = 256,
     ) -> Victims:
         """Obfuscate ``originals`` with ``obfuscator`` (noise as configured there)."""
-        out = torch.cat(
-            [
-                obfuscator.obfuscate(originals[i : i + batch_size])
-                for i in range(0, len(originals), batch_size)
-            ]
-        )
+        out = obfuscate_batches(obfuscator, originals, batch_size=batch_size)
         return cls(originals, out, _ids(originals, ids, "victims"))
 
     def __len__(self) -> int:

@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from medveil.batched import obfuscate_batches
 from medveil.errors import ConfigError, DatasetLayoutError, LoadError
 from medveil.keys import Key
 from medveil.layout import DatasetIndex, Item, scan_dataset
@@ -270,12 +271,8 @@ def obfuscate_source(
     obfuscator = Obfuscator(key, noise_seed=noise_seed)
     tables: dict[str, MemoryTable] = {}
     for name, table in source.tables.items():
-        count = len(table.labels)
-        out = np.empty((count, *key.params.out_shape), np.float32)
-        for lo in range(0, count, batch_size):
-            batch = table.arrays(np.arange(lo, min(lo + batch_size, count)))
-            out[lo : lo + len(batch)] = obfuscator(batch)
-        tables[name] = MemoryTable(out, table.labels)
+        out = obfuscate_batches(obfuscator, _Rows(table), batch_size=batch_size)
+        tables[name] = MemoryTable(out.numpy(), table.labels)
     provenance = {
         "key_fingerprint": key.fingerprint,
         "preset": str(key.params.preset),
@@ -285,3 +282,16 @@ def obfuscate_source(
     return DataSource._from_tables(
         tables, classes=source.classes, kind="obfuscated", provenance=provenance
     )
+
+
+class _Rows:
+    """A table read by slices of positions, one batch at a time (a folder is never loaded whole)."""
+
+    def __init__(self, table: ArrayTable) -> None:
+        self.table = table
+
+    def __len__(self) -> int:
+        return len(self.table.labels)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return self.table.arrays(np.arange(len(self))[rows])
