@@ -35,6 +35,7 @@ from medveil.derive import (
 from medveil.errors import InvalidKeyError
 from medveil.key_folders import ensure_key_folder, ensure_not_in_output
 from medveil.scheme import (
+    NAMED_SETTINGS,
     OPTIONAL_PARAMS,
     Calibration,
     LeftProjection,
@@ -46,6 +47,8 @@ from medveil.scheme import (
 __all__ = [
     "KEY_FORMAT",
     "KEY_VERSION",
+    "NAMED_SETTINGS",
+    "OPTIONAL_PARAMS",
     "Calibration",
     "Key",
     "LeftProjection",

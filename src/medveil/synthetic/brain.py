@@ -30,6 +30,7 @@ from medveil.synthetic.brain_anatomy import (
 from medveil.synthetic.brain_tumours import (
     GLIOMA,
     MENINGIOMA,
+    NOTUMOR,
     PITUITARY,
     Lesion,
     draw_lesion,
@@ -40,7 +41,16 @@ from medveil.synthetic.brain_tumours import (
     push,
 )
 
-__all__ = ["SELLA", "TEMPLATE_IN_NILEARN", "render", "template_path"]
+__all__ = [
+    "GLIOMA",
+    "MENINGIOMA",
+    "NOTUMOR",
+    "PITUITARY",
+    "SELLA",
+    "TEMPLATE_IN_NILEARN",
+    "render",
+    "template_path",
+]
 
 _COARSE = 48  # side of the coarse grid on which lesion centres are picked
 

@@ -18,12 +18,14 @@ from medveil.errors import DatasetLayoutError, RunError
 from medveil.store import ObfuscatedStore
 from medveil.training.inputs import (
     AUGMENTATIONS,
+    STATS_SAMPLE,
     ExampleSet,
     Standardisation,
     augment_batch,
     to_model_input,
 )
 from medveil.training.sources import (
+    CACHE_BYTES,
     ArrayTable,
     DataSource,
     FolderTable,
@@ -35,6 +37,8 @@ from medveil.training.splits import SplitPlan, plan_splits, stratified_holdout
 
 __all__ = [
     "AUGMENTATIONS",
+    "CACHE_BYTES",
+    "STATS_SAMPLE",
     "ArrayTable",
     "DataSource",
     "ExampleSet",
