@@ -12,9 +12,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from medveil.synthetic import DATASETS, image_rngs, make_dataset
+from medveil.synthetic import DATASETS, brain_anatomy, image_rngs, make_dataset
 from medveil.synthetic import brain as brain_module
-from medveil.synthetic import brain_anatomy
 from medveil.synthetic.write import write_dataset
 
 NAMES = sorted(DATASETS)
