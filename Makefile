@@ -3,7 +3,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint mutate clean
+.PHONY: demo test bench lint mutate clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,6 +17,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
+
+# Quick benchmarks on the embedded synthetic data, at the settings of docs/BENCHMARKS.md: rendering
+# speed, then the batched transform against the naive loop and end-to-end obfuscate (the RSS runs
+# on 2k and 20k files, which take minutes, are left out). Numbers need a quiet machine.
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/synthetic_throughput.py
+	$(VENV)/bin/python benchmarks/obfuscation_throughput.py --images 1024 --rss ''
 
 # Curated mutation check (docs/TESTING.md): slow (about 6 minutes on 2 cores), not run in CI.
 mutate: $(STAMP)

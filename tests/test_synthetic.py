@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from medveil.synthetic import DATASETS, image_rngs, make_dataset
+from medveil.synthetic import DATASETS, brain_anatomy, image_rngs, make_dataset
 from medveil.synthetic import brain as brain_module
 from medveil.synthetic.write import write_dataset
 
@@ -62,7 +62,7 @@ def test_template_is_read_offline(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("the synthetic brain data set tried to use the network")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    brain_module._volumes.cache_clear()
+    brain_anatomy.load_volumes.cache_clear()
     images, _ = make_dataset("brain-mri", per_class=1, size=32, seed=0)
     assert images.max() > 0.3
 

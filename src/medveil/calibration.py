@@ -16,6 +16,7 @@ from medveil.keys import Calibration, Key
 from medveil.layout import DatasetIndex, Item, scan_dataset, scan_labels
 from medveil.loading import LoadOptions, load_slices
 from medveil.obfuscator import Obfuscator
+from medveil.shapes import image_batch
 from medveil.stages import truncated_svd
 
 __all__ = ["MAX_PERCENTILE_SAMPLES", "calibrate", "load_calibration_images"]
@@ -28,15 +29,7 @@ def _as_batches(images: Any, batch_size: int) -> list[torch.Tensor]:
         images = [images]
     batches = []
     for item in images:
-        t = torch.as_tensor(np.asarray(item) if not isinstance(item, torch.Tensor) else item)
-        if t.ndim == 4 and t.shape[1] == 1:
-            t = t[:, 0]
-        if t.ndim == 2:
-            t = t[None]
-        if t.ndim != 3:
-            raise LoadError(
-                f"calibration images must be (B, n, n) or (B, 1, n, n), got {tuple(t.shape)}"
-            )
+        t = image_batch(item, what="calibration images", error=LoadError)
         for start in range(0, len(t), batch_size):
             batches.append(t[start : start + batch_size].to(torch.float32))
     if not batches or sum(len(b) for b in batches) == 0:

@@ -16,6 +16,8 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
+from medveil.shapes import image_batch
+
 __all__ = [
     "DATA_RANGE",
     "METRIC_NAMES",
@@ -36,17 +38,8 @@ METRIC_NAMES = ("ssim", "psnr", "psnr_unclipped", "mse")
 
 
 def _as_batch(images: Any) -> torch.Tensor:
-    t = torch.as_tensor(images)
-    if t.ndim == 2:
-        t = t[None]
-    if t.ndim == 4:
-        if t.shape[1] != 1:
-            raise ValueError(f"expected one channel (B, 1, n, n), got {tuple(t.shape)}")
-        t = t[:, 0]
-    if t.ndim != 3:
-        raise ValueError(f"expected (B, n, n), (B, 1, n, n) or (n, n), got {tuple(t.shape)}")
     # float64 keeps PSNR of near-perfect reconstructions (MSE ~ 1e-12) meaningful.
-    return t.to(torch.float64)
+    return image_batch(images).to(torch.float64)
 
 
 def _pair(original: Any, reconstruction: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from medveil.attacks.base import AttackContext, NotApplicableError
+from medveil.batched import obfuscate_batches
 from medveil.keys import Key, LeftProjection, Preset, RightProjection, SchemeParams
 from medveil.stages import truncated_svd
 
@@ -242,7 +243,7 @@ def self_made_pairs(context: AttackContext) -> FactorInverse:
 
     assert context.key is not None and context.public is not None
     obfuscator = Obfuscator(context.key)
-    made = torch.cat([obfuscator(batch) for batch in batched(context.public, context)])
+    made = obfuscate_batches(obfuscator, context.public, device=context.device)
     return FactorInverse.from_pairs(context, originals=context.public, obfuscated=made)
 
 

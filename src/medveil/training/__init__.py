@@ -2,11 +2,14 @@
 
 - :mod:`~medveil.training.models`: ResNet50, MobileNetV2, InceptionV3 (timm) and a small CNN,
   one input channel, from scratch or from local weights;
-- :mod:`~medveil.training.data`: stores, image folders and arrays as one data source; splits,
-  standardisation, resizing to the model's input, augmentation;
+- :mod:`~medveil.training.data`: the prepared data the trainer reads, made from
+  :mod:`~medveil.training.sources` (stores, image folders and arrays as one data source),
+  :mod:`~medveil.training.splits` (seeded stratified splits) and
+  :mod:`~medveil.training.inputs` (standardisation, resizing to the model's input, augmentation);
 - :mod:`~medveil.training.train`: the seeded, checkpointed, resumable training loop;
 - :mod:`~medveil.training.distributed`: that loop on several processes or GPUs (torchrun, DDP);
-- :mod:`~medveil.training.evaluate`: test metrics and the key-checked prediction path;
+- :mod:`~medveil.training.evaluate`: test metrics (:mod:`~medveil.training.scoring`) of a run read
+  back (:mod:`~medveil.training.runs`), and the key-checked prediction path;
 - :mod:`~medveil.training.sweep`: accuracy against the rank k.
 """
 
