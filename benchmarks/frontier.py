@@ -115,7 +115,7 @@ def collect(args: argparse.Namespace, points: list[str]) -> pd.DataFrame:
         rows = privacy[
             (privacy["scheme"] == scheme) & (privacy["attack"] == attack)
             & (privacy["threat"] == threat)
-        ]
+        ].drop_duplicates(subset=["seed"])  # a result saved under both threat folders
         return (float(rows[column].mean()) if len(rows) else float("nan")), len(rows)
 
     table = []
