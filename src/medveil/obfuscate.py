@@ -455,6 +455,16 @@ class LocalEngine:
                 bad=decoded.bad, upscaled=decoded.upscaled, filled=decoded.filled, last=last,
             )
 
+        if job.read is not None:
+            # A DICOMweb source: one request after another, in file order, and none after the
+            # one that failed, so that a server in trouble is not pressed further and a rerun
+            # resumes exactly where the run stopped.
+            with torch_threads(1):
+                for task in tasks:
+                    part = run(*task)
+                    if part is not None:
+                        yield part
+            return
         pending = iter(tasks)
         window: deque[Future[ShardPart]] = deque()
         with torch_threads(1), ThreadPoolExecutor(lanes, thread_name_prefix="medveil") as pool:
@@ -656,6 +666,9 @@ def _write_shards(
                 done(*writing)
             writing = (pool.submit(_write_shard, writer, index, job, parts), parts)
             parts = []
+            if job.read is not None:  # a DICOMweb source: written before the next is fetched
+                done(*writing)
+                writing = None
         if writing is not None:
             done(*writing)
     return skipped
