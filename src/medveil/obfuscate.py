@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 import medveil
+from medveil.batched import obfuscate_batches
 from medveil.dicomweb import (
     DicomWebIndex,
     DicomWebItem,
@@ -378,12 +379,9 @@ def transform_arrays(
     device: torch.device,
 ) -> np.ndarray:
     """Obfuscate ``(n, n)`` arrays in batches of ``batch_size`` into one ``(count, n, m)``
-    float32 array."""
-    out = np.empty((len(arrays), *obfuscator.params.out_shape), dtype=np.float32)
-    for lo in range(0, len(arrays), batch_size):
-        batch = torch.from_numpy(np.stack(arrays[lo : lo + batch_size])).to(device)
-        out[lo : lo + len(batch)] = obfuscator.obfuscate(batch).float().cpu().numpy()
-    return out
+    float32 array (:func:`medveil.batched.obfuscate_batches`, brought back to the CPU)."""
+    out = obfuscate_batches(obfuscator, arrays, batch_size=batch_size, device=device)
+    return out.float().cpu().numpy()
 
 
 @contextmanager
