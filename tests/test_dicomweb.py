@@ -281,6 +281,11 @@ def test_groups_are_patients_then_studies(tmp_path: Path, pacs: Pacs, key) -> No
 # --- resumption and transient failures ----------------------------------------------------------
 
 
+# Headers about one connection (RFC 9110 7.6.1), which a proxy must not pass on.
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer",
+              "transfer-encoding", "upgrade", "content-length"}
+
+
 class FaultyProxy:
     """A loopback HTTP proxy to ``target`` that answers WADO-RS retrievals of instances as
     ``faults`` says, one per request ("503", "500", ...; "drop": close the connection without an
@@ -322,8 +327,11 @@ class FaultyProxy:
                 body = answer.read()
                 self.send_response(answer.status)
                 for name, value in answer.getheaders():
-                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    if name.lower() not in HOP_BY_HOP:
                         self.send_header(name, value)
+                # This proxy closes every connection after one answer, so it must say so: passing
+                # on Orthanc's "Keep-Alive" made the client reuse a closed connection (a flake).
+                self.send_header("Connection", "close")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
