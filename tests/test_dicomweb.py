@@ -40,7 +40,8 @@ from medveil.dicomweb import (
     DicomWebUnavailableError,
     RetryPolicy,
 )
-from medveil.errors import ConfigError, DatasetLayoutError
+from medveil.errors import ConfigError, DatasetLayoutError, StoreError
+from medveil.loading import LoadOptions
 from medveil.keys import generate_key
 from medveil.obfuscate import group_hash, obfuscate_dataset
 from medveil.store import ObfuscatedStore
@@ -569,7 +570,7 @@ def test_cli_reads_a_pacs_and_writes_only_the_store(
         "-o", "store", "--device", "cpu",
     ])
     assert result.exit_code == 0, result.output
-    assert "10 images (train: 7, test: 3) from 10 files -> store" in result.output
+    assert "10 images (train: 7, test: 3) from 10 instances -> store" in result.output
     # The only new files are the store's: no plaintext pixels anywhere else.
     new = {p for p in tmp_path.rglob("*") if p.is_file()} - before
     assert new and all(p.is_relative_to(work / "store") for p in new)
@@ -635,3 +636,31 @@ def test_pydicom_reads_what_orthanc_stores(pacs: Pacs) -> None:
     assert got.file_meta.TransferSyntaxUID == RLELossless
     assert np.array_equal(got.pixel_array, stored.pixel_array)
 
+
+
+def test_skipped_instances_name_their_labels_row(tmp_path: Path, pacs: Pacs, key) -> None:
+    # A 16x16 instance in the second study (labels row 3), refused by --min-size 32.
+    study, series = pacs.studies[1], generate_uid()
+    tiny = make_instance(
+        patient="P2", study=study, series=series, number=9, pixels=np.full((16, 16), 900) +
+        np.arange(16),
+    )
+    assert requests.post(f"{pacs.url}/instances", data=tiny, timeout=10).status_code == 200
+    labels = pacs.labels(tmp_path / "studies.csv")
+    options = LoadOptions(size=SIZE, min_size=SIZE)
+    result = obfuscate_dataset(
+        dicomweb(pacs.url), labels=labels, key=key, output=tmp_path / "store", device="cpu",
+        options=options, skip_bad=True, retry=FAST,
+    )
+    [skipped] = result.skipped
+    assert skipped.path.startswith(f"{study}/{series}/") and "(study of labels row 3)" in (
+        skipped.problem
+    )
+    assert "from 11 instances" in result.summary()
+    assert "1 bad instance(s) skipped" in result.summary()
+    # Every instance refused: the error says instances, not files.
+    with pytest.raises(StoreError, match=r"no image could be loaded \(all instances were bad\)"):
+        obfuscate_dataset(
+            dicomweb(pacs.url), labels=labels, key=key, output=tmp_path / "none", device="cpu",
+            options=LoadOptions(size=SIZE, min_size=64), skip_bad=True, retry=FAST,
+        )

@@ -120,6 +120,8 @@ class ObfuscationResult:
     filled: int = 0
     fill_value: float | None = None
     groups: int = 0
+    #: What the source holds: "files" in a folder, "instances" on a DICOMweb server.
+    unit: str = "files"
 
     @property
     def images_per_second(self) -> float:
@@ -128,7 +130,8 @@ class ObfuscationResult:
     def summary(self) -> str:
         parts = ", ".join(f"{split}: {n}" for split, n in self.images.items())
         text = (
-            f"{sum(self.images.values())} images ({parts}) from {self.files} files -> {self.store}"
+            f"{sum(self.images.values())} images ({parts}) from {self.files} {self.unit} -> "
+            f"{self.store}"
         )
         if self.already_complete:
             return text + " (already complete; nothing to do)"
@@ -148,7 +151,8 @@ class ObfuscationResult:
         if self.resumed_shards:
             text += f", resumed after {self.resumed_shards} finished shard(s)"
         if self.skipped:
-            text += f", {len(self.skipped)} bad file(s) skipped, listed in {self.skipped_report}"
+            bad = "instance(s)" if self.unit == "instances" else "file(s)"
+            text += f", {len(self.skipped)} bad {bad} skipped, listed in {self.skipped_report}"
         return text
 
 
@@ -248,6 +252,9 @@ def _load(read: Reader, item: Item) -> LoadedFile | ImageLoadError:
 
 def _skipped(item: Item, problem: str) -> SkippedFile:
     exact = None if is_valid_utf8(item.path) else path_bytes(item.path).hex()
+    if isinstance(item, DicomWebItem):
+        # STUDY/SERIES/SOP UIDs alone do not tell a person which of their studies it was.
+        problem = f"{problem} (study of labels row {item.row})"
     return SkippedFile(path=display_path(item.path), problem=problem, path_bytes_hex=exact)
 
 
@@ -568,6 +575,7 @@ def obfuscate_dataset(
         pacs.close()
         raise ConfigError("a DICOMweb source runs on the local engine only")
     plan = _plan(index, key, options, files_per_shard, keep_names, skip_bad)
+    unit = "instances" if pacs is not None else "files"
     with pacs or nullcontext(), StoreWriter(output, plan=plan, overwrite=overwrite) as writer:
         if on_start is not None:
             on_start(len(index))
@@ -579,7 +587,7 @@ def obfuscate_dataset(
             return ObfuscationResult(
                 store=output, images=images, files=len(index), already_complete=True,
                 upscaled=upscaled, size=options.size, filled=filled,
-                fill_value=options.fill_nonfinite,
+                fill_value=options.fill_nonfinite, unit=unit,
             )
         records: dict[str, list[ShardRecord]] = {}
         resumed = 0
@@ -606,13 +614,14 @@ def obfuscate_dataset(
         images = {split: sum(r.count for r in rs) for split, rs in records.items()}
         if sum(images.values()) == 0:
             where = index.url if isinstance(index, DicomWebIndex) else index.root
-            raise StoreError(f"{where}: no image could be loaded (all files were bad)")
+            raise StoreError(f"{where}: no image could be loaded (all {unit} were bad)")
         distinct = _finalize(writer, index, key, records, keep_names=keep_names, options=options)
 
     return ObfuscationResult(
         store=output,
         images=images,
         files=len(index),
+        unit=unit,
         skipped=skipped,
         resumed_shards=resumed,
         seconds=time.perf_counter() - started,
