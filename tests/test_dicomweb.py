@@ -40,7 +40,7 @@ from medveil.dicomweb import (
     DicomWebUnavailableError,
     RetryPolicy,
 )
-from medveil.errors import ConfigError, DatasetLayoutError, StoreError
+from medveil.errors import ConfigError, DatasetLayoutError, ImageLoadError, StoreError
 from medveil.loading import LoadOptions
 from medveil.keys import generate_key
 from medveil.obfuscate import group_hash, obfuscate_dataset
@@ -658,6 +658,12 @@ def test_skipped_instances_name_their_labels_row(tmp_path: Path, pacs: Pacs, key
     )
     assert "from 11 instances" in result.summary()
     assert "1 bad instance(s) skipped" in result.summary()
+    # Without --skip-bad the run stops, and the error names the row too.
+    with pytest.raises(ImageLoadError, match=r"\(study of labels row 3\)"):
+        obfuscate_dataset(
+            dicomweb(pacs.url), labels=labels, key=key, output=tmp_path / "strict",
+            device="cpu", options=options, retry=FAST,
+        )
     # Every instance refused: the error says instances, not files.
     with pytest.raises(StoreError, match=r"no image could be loaded \(all instances were bad\)"):
         obfuscate_dataset(

@@ -241,6 +241,9 @@ def _load(read: Reader, item: Item) -> LoadedFile | ImageLoadError:
     except ImageLoadError as exc:
         # Relative to the dataset root, and printable whatever the name's bytes.
         exc.path = display_path(item.path)
+        if isinstance(item, DicomWebItem):
+            # STUDY/SERIES/SOP UIDs alone do not tell a person which of their studies it was.
+            exc.problem = f"{exc.problem} (study of labels row {item.row})"
         exc.args = (f"{exc.path}: {exc.problem}",)
         return exc
     except Exception as exc:
@@ -252,9 +255,6 @@ def _load(read: Reader, item: Item) -> LoadedFile | ImageLoadError:
 
 def _skipped(item: Item, problem: str) -> SkippedFile:
     exact = None if is_valid_utf8(item.path) else path_bytes(item.path).hex()
-    if isinstance(item, DicomWebItem):
-        # STUDY/SERIES/SOP UIDs alone do not tell a person which of their studies it was.
-        problem = f"{problem} (study of labels row {item.row})"
     return SkippedFile(path=display_path(item.path), problem=problem, path_bytes_hex=exact)
 
 
