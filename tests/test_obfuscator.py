@@ -44,6 +44,10 @@ def test_numpy_in_numpy_out(key, images32):
     obf = Obfuscator(key)
     assert isinstance(obf(images32[:3]), np.ndarray) and obf(images32[:3]).shape == (3, 32, 32)
     assert obf(images32[0]).shape == (32, 32)
+    channel = obf(images32[:3, None])
+    assert isinstance(channel, np.ndarray) and channel.shape == (3, 1, 32, 32)
+    pinned = Obfuscator(key, noise_seed=0)(images32[:3, None])[:, 0]
+    assert np.array_equal(pinned, Obfuscator(key, noise_seed=0)(images32[:3]))
 
 
 def test_svd_preset_outputs_the_factor(images32):
@@ -103,6 +107,8 @@ def test_different_keys_give_unrelated_outputs(images32):
         (np.full((2, 32, 32), 2.0, np.float32), r"\[0, 1\]"),
         (np.zeros((2, 16, 16), np.float32), "shape"),
         (np.zeros((2, 32, 32), np.uint8), "floating"),
+        (np.zeros((2, 3, 32, 32), np.float32), "channel"),
+        ([[0.5]], "numpy.ndarray"),
     ],
 )
 def test_bad_input_is_refused_clearly(key, bad, match):

@@ -11,6 +11,7 @@ import torch
 
 from medveil.errors import ConfigError, InvalidKeyError
 from medveil.keys import Key, Preset
+from medveil.shapes import image_batch
 from medveil.stages import (
     NoiseSource,
     Truncation,
@@ -164,26 +165,18 @@ class Obfuscator:
         return self.stages(images).output
 
     def __call__(self, images: Any) -> Any:
-        if isinstance(images, np.ndarray):
-            if images.ndim not in (2, 3):
-                raise ValueError(f"expected a (B, n, n) or (n, n) array, got {images.shape}")
-            batch = torch.from_numpy(np.ascontiguousarray(images))
-            out = self.obfuscate(batch[None] if images.ndim == 2 else batch)
-            out = out.cpu().numpy()
-            return out[0] if images.ndim == 2 else out
-        if not isinstance(images, torch.Tensor):
+        """Obfuscate ``(n, n)``, ``(B, n, n)`` or ``(B, 1, n, n)`` images (tensor or NumPy array),
+        returning the same kind and layout: ``(n, m)``, ``(B, n, m)`` or ``(B, 1, n, m)``."""
+        if not isinstance(images, (np.ndarray, torch.Tensor)):
             raise TypeError(
                 f"expected a torch.Tensor or numpy.ndarray, got {type(images).__name__}"
             )
-        if images.ndim == 4:
-            if images.shape[1] != 1:
-                raise ValueError(f"expected one channel (B, 1, n, n), got {tuple(images.shape)}")
-            return self.obfuscate(images[:, 0])[:, None]
-        if images.ndim == 3:
-            return self.obfuscate(images)
+        out = self.obfuscate(image_batch(images))
         if images.ndim == 2:
-            return self.obfuscate(images[None])[0]
-        raise ValueError(f"expected (B, 1, n, n), (B, n, n) or (n, n), got {tuple(images.shape)}")
+            out = out[0]
+        elif images.ndim == 4:
+            out = out[:, None]
+        return out.cpu().numpy() if isinstance(images, np.ndarray) else out
 
     def _check(self, images: torch.Tensor) -> torch.Tensor:
         if not isinstance(images, torch.Tensor):
