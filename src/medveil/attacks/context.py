@@ -9,7 +9,7 @@ inside an unlabeled plaintext pool, which is what those threat models grant).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -23,6 +23,8 @@ from medveil.obfuscator import Obfuscator
 __all__ = [
     "AttackContext",
     "DisjointnessError",
+    "GRANTS",
+    "Knowledge",
     "NotApplicableError",
     "ThreatModel",
     "Victims",
@@ -41,6 +43,22 @@ class ThreatModel(StrEnum):
     A1 = "A1"  #: informed: the obfuscated arrays, scheme parameters (not the key), public images
     A2 = "A2"  #: known plaintext: A1 + N (original, obfuscated) pairs under the victims' key
     A3 = "A3"  #: key leaked: A1 + the key (V_k, quantization error and noise stay unknown)
+
+
+class Knowledge(StrEnum):
+    """What an attacker may hold besides the obfuscated arrays."""
+
+    PUBLIC = "public"  #: public images of the modality, disjoint from the victims
+    PAIRS = "pairs"  #: known (original, obfuscated) pairs under the victims' key
+    KEY = "key"  #: the victims' key
+
+
+#: What each threat model grants (``METHOD.md``, "Threat models").
+GRANTS: Mapping[ThreatModel, frozenset[Knowledge]] = {
+    ThreatModel.A1: frozenset({Knowledge.PUBLIC}),
+    ThreatModel.A2: frozenset({Knowledge.PUBLIC, Knowledge.PAIRS}),
+    ThreatModel.A3: frozenset({Knowledge.PUBLIC, Knowledge.KEY}),
+}
 
 
 class DisjointnessError(MedveilError, ValueError):
@@ -157,12 +175,18 @@ class AttackContext:
         object.__setattr__(self, "threat", threat)
         object.__setattr__(self, "device", torch.device(self.device))
         has_pairs = self.pair_originals is not None or self.pair_obfuscated is not None
-        if self.public is None:
-            raise ValueError(f"{threat}: public images are required")
-        if has_pairs != (threat is ThreatModel.A2):
-            raise ValueError(f"{threat}: known pairs are given under A2 and only under A2")
-        if (self.key is not None) != (threat is ThreatModel.A3):
-            raise ValueError(f"{threat}: the key is given under A3 and only under A3")
+        given = {
+            Knowledge.PUBLIC: self.public is not None, Knowledge.PAIRS: has_pairs,
+            Knowledge.KEY: self.key is not None,
+        }
+        for knowledge, held in given.items():
+            if held == (knowledge in GRANTS[threat]):
+                continue
+            under = " and ".join(t for t, grants in GRANTS.items() if knowledge in grants)
+            if knowledge is Knowledge.PUBLIC:
+                raise ValueError(f"{threat}: public images are required")
+            what = "known pairs are" if knowledge is Knowledge.PAIRS else "the key is"
+            raise ValueError(f"{threat}: {what} given under {under} and only under {under}")
         if self.key is not None and self.key.params != self.params:
             raise ValueError("A3: the leaked key's parameters differ from the scheme's")
         if self.public is not None:

@@ -27,12 +27,12 @@ Leading Bit Attack | A2 A3 | public + pairs or key
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, TypeVar
 
 from medveil.attacks.base import Attack, MatchingAttack, ThreatModel
+from medveil.attacks.context import GRANTS, Knowledge
 from medveil.errors import ConfigError
 
 __all__ = [
@@ -47,22 +47,6 @@ __all__ = [
     "needs_text",
     "register_attack",
 ]
-
-
-class Knowledge(StrEnum):
-    """What an attacker may hold besides the obfuscated arrays."""
-
-    PUBLIC = "public"  #: public images of the modality, disjoint from the victims
-    PAIRS = "pairs"  #: known (original, obfuscated) pairs under the victims' key
-    KEY = "key"  #: the victims' key
-
-
-#: What each threat model grants (``METHOD.md``, "Threat models").
-GRANTS: Mapping[ThreatModel, frozenset[Knowledge]] = {
-    ThreatModel.A1: frozenset({Knowledge.PUBLIC}),
-    ThreatModel.A2: frozenset({Knowledge.PUBLIC, Knowledge.PAIRS}),
-    ThreatModel.A3: frozenset({Knowledge.PUBLIC, Knowledge.KEY}),
-}
 
 
 @dataclass(frozen=True, kw_only=True)
