@@ -41,8 +41,8 @@ from medveil.dicomweb import (
     RetryPolicy,
 )
 from medveil.errors import ConfigError, DatasetLayoutError, ImageLoadError, StoreError
-from medveil.loading import LoadOptions
 from medveil.keys import generate_key
+from medveil.loading import LoadOptions
 from medveil.obfuscate import group_hash, obfuscate_dataset
 from medveil.store import ObfuscatedStore
 
