@@ -134,9 +134,7 @@ MAX_LINES = 450
 STILL_TO_SPLIT = frozenset(
     {
         "medveil.cli",
-        "medveil.dicomweb",
         "medveil.loading",
-        "medveil.obfuscate",
         "medveil.store",
         "medveil.training.train",
     }

@@ -468,14 +468,14 @@ def test_a_failed_run_releases_the_lock_and_keeps_its_finished_shards(tmp_path, 
 
 
 def test_an_unexpected_loader_error_names_the_file(tmp_path, key, monkeypatch):
-    import medveil.obfuscate
+    import medveil.engine
 
     src = write_folder(tmp_path / "data", per_class=1)
 
     def broken(path, *, options):
         raise MemoryError("out of memory")
 
-    monkeypatch.setattr(medveil.obfuscate, "load_file", broken)
+    monkeypatch.setattr(medveil.engine, "load_file", broken)
     with pytest.raises(MemoryError) as info:
         obfuscate_dataset(src, key=key, output=tmp_path / "store", device="cpu")
     assert info.value.__notes__ == ["while loading alpha/patient-000.png"]

@@ -24,11 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medveil.errors import ConfigError, InvalidKeyError
-from medveil.keys import Key
-from medveil.layout import Item, display_path, is_valid_utf8, path_bytes
-from medveil.loading import LoadOptions
-from medveil.obfuscate import (
+from medveil.engine import (
     FILES_PER_TASK,
     Job,
     ShardPart,
@@ -36,6 +32,10 @@ from medveil.obfuscate import (
     decode_files,
     transform_arrays,
 )
+from medveil.errors import ConfigError, InvalidKeyError
+from medveil.keys import Key
+from medveil.layout import Item, path_bytes
+from medveil.loading import LoadOptions
 from medveil.obfuscator import Obfuscator
 
 __all__ = ["RayEngine", "require_ray"]
@@ -244,9 +244,7 @@ def _part(
         item = files[number][1]
         rows = sorted(received[number], key=lambda row: int(row["slice"]))
         if int(rows[0]["slice"]) < 0:
-            exact = None if is_valid_utf8(item.path) else path_bytes(item.path).hex()
-            problem = str(rows[0]["problem"])
-            bad.append(SkippedFile(display_path(item.path), problem, exact))
+            bad.append(SkippedFile.of(item, str(rows[0]["problem"])))
             continue
         for row in rows:
             images.append(row["image"])
