@@ -138,7 +138,6 @@ STILL_TO_SPLIT = frozenset(
         "medveil.loading",
         "medveil.obfuscate",
         "medveil.store",
-        "medveil.training.train",
     }
 )
 
