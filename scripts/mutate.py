@@ -104,9 +104,9 @@ MUTATIONS: tuple[Mutation, ...] = (
         STORE_TESTS, "a store resumes even when its plan (inputs, key, settings) differs",
     ),
     Mutation(
-        "train-best-every-epoch", "src/medveil/training/train.py",
-        "            ):\n                _atomic_torch_save(\n                    run_dir / \"best.pt\",",
-        "            ) or True:\n                _atomic_torch_save(\n                    run_dir / \"best.pt\",",
+        "train-best-every-epoch", "src/medveil/training/checkpoints.py",
+        "    if improved:\n        _atomic_torch_save(\n            run_dir / \"best.pt\",",
+        "    if improved or True:\n        _atomic_torch_save(\n            run_dir / \"best.pt\",",
         TRAIN_TESTS, "best.pt written every epoch, not only on improvement",
     ),
     Mutation(
@@ -242,7 +242,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     # --- training -----------------------------------------------------------------------------
     Mutation(
-        "train-patience-off-by-one", "src/medveil/training/train.py",
+        "train-patience-off-by-one", "src/medveil/training/epochs.py",
         "self.bad_epochs >= patience", "self.bad_epochs > patience",
         TRAIN_TESTS, "early stopping waits one epoch too many",
     ),

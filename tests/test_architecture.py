@@ -136,7 +136,6 @@ STILL_TO_SPLIT = frozenset(
         "medveil.cli",
         "medveil.loading",
         "medveil.store",
-        "medveil.training.train",
     }
 )
 

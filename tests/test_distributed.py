@@ -32,8 +32,8 @@ from medveil.training.distributed import Cluster
 SIZE = 32
 CLASSES = ("plain", "striped")
 ROOT = Path(__file__).resolve().parents[1]
-# The module (medveil.training.train is also the name of the function the package exports).
-train_module = importlib.import_module("medveil.training.train")
+# The module that writes the run folder.
+checkpoints = importlib.import_module("medveil.training.checkpoints")
 
 
 def striped(count: int, *, seed: int, amplitude: float) -> tuple[np.ndarray, np.ndarray]:
@@ -81,13 +81,13 @@ def _worker(
     # Record every file the training loop writes, by process.
     writes: list[str] = []
     for name in ("atomic_write_json", "_atomic_torch_save", "_write_history", "mark_output"):
-        original = getattr(train_module, name)
+        original = getattr(checkpoints, name)
 
         def record(path, *args, _original=original, **kwargs):  # type: ignore[no-untyped-def]
             writes.append(Path(path).name)
             return _original(path, *args, **kwargs)
 
-        setattr(train_module, name, record)
+        setattr(checkpoints, name, record)
 
     def stop(event):  # type: ignore[no-untyped-def]
         if stop_at is not None and event.kind == "step" and event.epoch == stop_at:

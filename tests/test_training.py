@@ -33,8 +33,9 @@ from medveil.training.data import (
     plan_splits,
     prepare_data,
 )
+from medveil.training.epochs import EpochStats, LoopState
 from medveil.training.models import MODELS, SmallCNN
-from medveil.training.train import EpochStats, _LoopState, warmup_epochs
+from medveil.training.optim import warmup_epochs
 
 SIZE = 32
 CLASSES = ("plain", "striped")
@@ -348,7 +349,7 @@ def test_the_selection_rule_on_a_scripted_curve(selection, best, stops_after):
     # with patience counted after a 3-epoch warm-up, the last epochs win.
     losses = [0.97, 6.3, 2.4, 1.6, 3.3, 1.7, 1.1, 1.0]
     accs = [0.50, 0.46, 0.28, 0.33, 0.57, 0.44, 0.86, 0.85]
-    state = _LoopState()
+    state = LoopState()
     for epoch, (loss, acc) in enumerate(zip(losses, accs), start=1):
         counts = selection == "val_loss" or epoch > 3
         state.record(_stats(epoch, loss, acc), patience=5, selection=selection, counts=counts)

@@ -6,7 +6,11 @@
   :mod:`~medveil.training.sources` (stores, image folders and arrays as one data source),
   :mod:`~medveil.training.splits` (seeded stratified splits) and
   :mod:`~medveil.training.inputs` (standardisation, resizing to the model's input, augmentation);
-- :mod:`~medveil.training.train`: the seeded, checkpointed, resumable training loop;
+- :mod:`~medveil.training.train`: the seeded, checkpointed, resumable training loop, with its
+  settings (:mod:`~medveil.training.config`), optimiser and schedule
+  (:mod:`~medveil.training.optim`), epochs, selection and early stopping
+  (:mod:`~medveil.training.epochs`), repeatable randomness (:mod:`~medveil.training.determinism`)
+  and run folder (:mod:`~medveil.training.checkpoints`);
 - :mod:`~medveil.training.distributed`: that loop on several processes or GPUs (torchrun, DDP);
 - :mod:`~medveil.training.evaluate`: test metrics (:mod:`~medveil.training.scoring`) of a run read
   back (:mod:`~medveil.training.runs`), and the key-checked prediction path;

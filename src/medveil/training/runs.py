@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from medveil.errors import ConfigError, LoadError, RunError
+from medveil.training.checkpoints import RUN_FORMAT
 from medveil.training.inputs import Standardisation, to_model_input
 from medveil.training.models import create_model
-from medveil.training.train import RUN_FORMAT
 
 __all__ = ["TrainedRun", "load_run"]
 
