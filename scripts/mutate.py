@@ -99,7 +99,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         ATTACK_TESTS, "re-identification features not standardised per set",
     ),
     Mutation(
-        "store-resumes-any-plan", "src/medveil/store.py",
+        "store-resumes-any-plan", "src/medveil/store/_writer.py",
         "if previous == self.plan:", "if previous is not None:",
         STORE_TESTS, "a store resumes even when its plan (inputs, key, settings) differs",
     ),

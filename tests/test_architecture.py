@@ -137,7 +137,6 @@ STILL_TO_SPLIT = frozenset(
         "medveil.dicomweb",
         "medveil.loading",
         "medveil.obfuscate",
-        "medveil.store",
         "medveil.training.train",
     }
 )
