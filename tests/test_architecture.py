@@ -135,7 +135,6 @@ STILL_TO_SPLIT = frozenset(
     {
         "medveil.cli",
         "medveil.dicomweb",
-        "medveil.loading",
         "medveil.obfuscate",
         "medveil.training.train",
     }
