@@ -99,7 +99,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         ATTACK_TESTS, "re-identification features not standardised per set",
     ),
     Mutation(
-        "store-resumes-any-plan", "src/medveil/store.py",
+        "store-resumes-any-plan", "src/medveil/store/_writer.py",
         "if previous == self.plan:", "if previous is not None:",
         STORE_TESTS, "a store resumes even when its plan (inputs, key, settings) differs",
     ),
@@ -115,12 +115,12 @@ MUTATIONS: tuple[Mutation, ...] = (
         STAGE_TESTS, "keyed_orthogonal without its Haar sign correction",
     ),
     Mutation(
-        "load-nifti-axis-ignored", "src/medveil/loading.py",
-        "axis = options.nifti_axis", "axis = 2",
+        "load-nifti-axis-ignored", "src/medveil/loading/_nifti.py",
+        "volume, options.nifti_axis))", "volume, 2))",
         LOAD_TESTS, "--nifti-axis ignored (the loader always slices axis 2)",
     ),
     Mutation(
-        "load-nifti-no-reorientation", "src/medveil/loading.py",
+        "load-nifti-no-reorientation", "src/medveil/loading/_nifti.py",
         "volume = apply_orientation(volume, io_orientation(image.affine))", "volume = volume",
         LOAD_TESTS, "NIfTI reorientation to RAS+ skipped",
     ),

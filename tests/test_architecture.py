@@ -134,8 +134,6 @@ MAX_LINES = 450
 STILL_TO_SPLIT = frozenset(
     {
         "medveil.cli",
-        "medveil.loading",
-        "medveil.store",
     }
 )
 

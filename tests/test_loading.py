@@ -597,12 +597,12 @@ def test_dicom_claiming_gigabytes_is_refused_before_decoding(
     path = dicom_claiming(
         tmp_path / "bomb.dcm", rows=4096, columns=4096, frames=64, pixels=b"\0\1" * 64
     )
-    import medveil.loading
+    import medveil.loading._dicom
 
     def never(ds: object) -> None:
         raise AssertionError("the pixel data must not be decoded")
 
-    monkeypatch.setattr(medveil.loading, "_dicom_grayscale", never)
+    monkeypatch.setattr(medveil.loading._dicom, "_dicom_grayscale", never)
     with pytest.raises(ImageLoadError, match=r"bomb\.dcm: .*64 frame\(s\) of 4096x4096.*2,048\.0 MiB"):
         load_slices(path)
 
