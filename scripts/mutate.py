@@ -125,7 +125,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         LOAD_TESTS, "NIfTI reorientation to RAS+ skipped",
     ),
     Mutation(
-        "cli-nifti-axis-dropped", "src/medveil/cli.py",
+        "cli-nifti-axis-dropped", "src/medveil/cli/obfuscation.py",
         "percentile=_percentile(percentile), nifti_axis=nifti_axis,",
         "percentile=_percentile(percentile), nifti_axis=2,",
         CLI_TESTS, "obfuscate ignores --nifti-axis",
@@ -137,7 +137,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         STAGE_TESTS, "(B, 1, n, n) input transposed before obfuscation",
     ),
     Mutation(
-        "cli-predict-other-class", "src/medveil/cli.py",
+        "cli-predict-other-class", "src/medveil/cli/training.py",
         "_text(path), _text(result.classes[int(label)]),",
         "_text(path), _text(result.classes[1 - int(label)]),",
         CLI_TESTS, "medveil predict prints the other class",

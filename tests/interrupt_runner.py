@@ -53,10 +53,10 @@ def _kill() -> None:
 
 
 def _hook_train(target: str) -> None:
-    import medveil.cli
+    import medveil.cli.training
 
     epoch, step = (int(v) for v in target.split(":"))
-    original = medveil.cli._train_progress
+    original = medveil.cli.training._train_progress
 
     def progress(bar, task, name):  # type: ignore[no-untyped-def]
         update = original(bar, task, name)
@@ -68,7 +68,7 @@ def _hook_train(target: str) -> None:
 
         return hook
 
-    medveil.cli._train_progress = progress
+    medveil.cli.training._train_progress = progress
 
 
 def _hook_study(text: str) -> None:
