@@ -24,3 +24,21 @@ def test_the_cli_and_the_package_import_without_torch() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "0.1.0 Key"
     assert "obfuscate" in done.stdout
+
+
+def test_a_folder_run_does_not_load_the_dicomweb_client() -> None:
+    # dicomweb-client and its HTTP stack cost about 0.4 s of every run's start-up; only a PACS
+    # source needs them.
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "import medveil.obfuscate, medveil.calibration, medveil.cli.obfuscation\n"
+        "assert 'dicomweb_client' not in sys.modules, 'loaded by the folder path'\n"
+        "from medveil.dicomweb import DicomWebSource\n"
+        "assert 'dicomweb_client' in sys.modules\n"
+        "print(DicomWebSource.__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, SRC], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "DicomWebSource"

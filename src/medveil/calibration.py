@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medveil.dicomweb import DicomWebSource, RetryPolicy, is_dicomweb_url
+from medveil.dicomweb import RetryPolicy, is_dicomweb_url
 from medveil.errors import ImageLoadError, LoadError
 from medveil.keys import Calibration, Key
 from medveil.layout import DatasetIndex, Item, scan_dataset, scan_labels
@@ -120,6 +120,8 @@ def load_calibration_images(
     raised only when none loads.
     """
     if is_dicomweb_url(source):
+        from medveil.dicomweb.client import DicomWebSource  # its HTTP stack: PACS only
+
         with DicomWebSource(str(source), retry=retry) as pacs:
             index = pacs.scan(labels)
             return _draw(

@@ -28,14 +28,9 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from medveil.dicomweb import (
-    DicomWebIndex,
-    DicomWebItem,
-    DicomWebSource,
-    RetryPolicy,
-    is_dicomweb_url,
-)
+from medveil.dicomweb import DicomWebIndex, DicomWebItem, RetryPolicy, is_dicomweb_url
 from medveil.engine import (
     FILES_PER_TASK,
     DecodedFiles,
@@ -58,6 +53,9 @@ from medveil.machine import resolve_device
 from medveil.obfuscator import Obfuscator
 from medveil.shard_writing import Progress, write_manifest, write_shards, write_skipped_report
 from medveil.store import STORE_VERSION, ShardRecord, StoreWriter
+
+if TYPE_CHECKING:
+    from medveil.dicomweb.client import DicomWebSource
 
 # The names of the engine modules are also kept here, where they were before the split.
 __all__ = [
@@ -196,6 +194,8 @@ def _source(
     if not is_dicomweb_url(source):
         index = scan_labels(source, labels) if labels is not None else scan_dataset(source)
         return index, None, None
+    from medveil.dicomweb.client import DicomWebSource  # its HTTP stack: for PACS runs only
+
     pacs = DicomWebSource(str(source), retry=retry)
     try:
         index = pacs.scan(labels)

@@ -43,7 +43,6 @@ from medveil.dicomweb.access import (
     is_dicomweb_url,
     public_url,
 )
-from medveil.dicomweb.client import DicomWebSource
 from medveil.dicomweb.studies import DicomWebIndex, DicomWebItem
 
 __all__ = [
@@ -59,3 +58,13 @@ __all__ = [
     "is_dicomweb_url",
     "public_url",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The client pulls in dicomweb-client and its HTTP stack (about 0.4 s), which a folder run
+    # never uses: it loads on first use.
+    if name == "DicomWebSource":
+        from medveil.dicomweb.client import DicomWebSource
+
+        return DicomWebSource
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
