@@ -3,7 +3,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench lint mutate clean
+.PHONY: demo test bench scaling lint mutate clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,17 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/synthetic_throughput.py
 	$(VENV)/bin/python benchmarks/obfuscation_throughput.py --images 1024 --rss ''
+
+# The scaling table of docs/BENCHMARKS.md (needs a dataset folder: DATASET=...; minutes, a quiet
+# machine): obfuscation with the local and Ray engines at 1 and 2 workers, training on 1 and 2
+# processes under torchrun, then both as one table.
+DATASET ?= ../shared/datasets/brain-tumor-mri/Training
+scaling: $(STAMP)
+	$(VENV)/bin/python benchmarks/obfuscation_throughput.py --dataset $(DATASET) --images 1024 \
+		--cli-images 3000 --engines local,ray --rss 2000,20000 \
+		--json benchmarks/results/obfuscation_throughput-cpu.json
+	$(VENV)/bin/python benchmarks/ddp_scaling.py --json benchmarks/results/ddp_scaling-cpu.json
+	$(VENV)/bin/python benchmarks/scaling_table.py
 
 # Curated mutation check (docs/TESTING.md): slow (about 6 minutes on 2 cores), not run in CI.
 mutate: $(STAMP)

@@ -22,7 +22,8 @@ Measures, in one run on one machine:
    included) on a folder of ``--cli-images`` 224 x 224 JPEGs: the dataset's files resized and
    re-encoded into the work folder (``--cli-folder`` names an existing folder instead), with
    each engine of ``--engines`` and 1 and 2 workers; its wall time and peak RSS;
-5. peak RSS of ``medveil obfuscate`` in a child process for folders of 2k and 20k images.
+5. peak RSS of ``medveil obfuscate`` in a child process for folders of 2k and 20k images;
+6. start-up: ``python -c "import torch"`` and ``medveil obfuscate`` on a folder of 16 images.
 """
 
 from __future__ import annotations
@@ -263,6 +264,16 @@ def main() -> None:
         e2e["original_files_cpu"] = end_to_end(args.dataset, key, args.workdir / "store", "cpu")
     report["end_to_end"] = e2e
     key_path = key.save(args.workdir / "keys" / "bench.key", overwrite=True)
+    # Start-up: what a run costs before its first image (the interpreter, imports, the key);
+    # first, before a Ray run's processes may still be winding down.
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch"], check=True)
+    import_torch = time.perf_counter() - started
+    tiny = cli_run(
+        write_jpeg_folder(images, args.workdir / "jpeg224-16", 16), key_path,
+        args.workdir / "store-tiny",
+    )
+    report["startup"] = {"import_torch_seconds": import_torch, "cli_16_images_seconds": tiny["seconds"]}
     if args.cli_images:
         cli_folder = args.cli_folder or build_cli_folder(
             args.dataset, images, args.workdir / f"cli224-{args.cli_images}", args.cli_images
