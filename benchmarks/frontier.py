@@ -50,7 +50,10 @@ DEFAULT_POINTS = (
     "multistage-b3-eta0.05,multistage-b0-eta0-dp4,multistage-b4-k16,multistage-eta0,svd"
 )
 #: Points drawn as presets on the plot (the rest are settings of the multistage stages).
-PRESETS = {"multistage": "multistage (default)", "svd": "svd", "dp-svd": "dp-svd (ε 1)"}
+PRESETS = {
+    "multistage": "multistage (default)", "svd": "svd", "dp-svd": "dp-svd (ε 1)",
+    "multistage-b3": "private (3 bits)",
+}
 
 
 def _run(command: list[str]) -> None:

@@ -90,3 +90,15 @@ def test_keys_without_it_keep_their_file_and_fingerprint(tmp_path):
 def test_invalid_epsilon_is_refused(bad):
     with pytest.raises(InvalidKeyError, match="dp_epsilon"):
         SchemeParams(dp_epsilon=bad)
+
+
+def test_the_private_setting_is_multistage_with_three_bits(tmp_path):
+    images = np.random.default_rng(0).random((16, 32, 32), dtype=np.float32)
+    key = calibrate(generate_key(preset="private", size=32, rank=4), images)
+    default = generate_key(preset="multistage", size=32, rank=4).params
+    p = key.params
+    assert (str(p.preset), p.bits, p.noise, p.dp_epsilon) == ("multistage", 3, default.noise, None)
+    assert Key.load(key.save(tmp_path / "keys" / "private.key")).params == p
+    # Its outputs take at most 2^3 levels before noise and projection.
+    codes = Obfuscator(key, noise_seed=0).stages(torch.from_numpy(images)).codes
+    assert int(codes.min()) >= 0 and int(codes.max()) <= 7 and len(torch.unique(codes)) > 2
