@@ -159,6 +159,16 @@ _FILL_NONFINITE_HELP = (
 )
 
 
+# Options that several commands share: one declaration, one help text.
+AllowOpenKeyOption = Annotated[bool, typer.Option(help=_ALLOW_OPEN_KEY_HELP)]
+NiftiVolumeOption = Annotated[
+    Optional[str], typer.Option(metavar="INDEX|all", help=_NIFTI_VOLUME_HELP)
+]
+FillNonfiniteOption = Annotated[
+    Optional[float], typer.Option(metavar="VALUE", help=_FILL_NONFINITE_HELP)
+]
+
+
 def _nifti_volume(value: Optional[str]) -> int | str | None:
     if value is None:
         return None

@@ -10,7 +10,12 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperCommand, TyperOption
 
-from medveil.cli.app import _ALLOW_OPEN_KEY_HELP, _text, app, console
+from medveil.cli.app import (
+    AllowOpenKeyOption,
+    _text,
+    app,
+    console,
+)
 
 __all__ = ["attack_command"]
 
@@ -76,7 +81,7 @@ def attack_command(
     ] = 600.0,
     seed: Annotated[int, typer.Option(help="Seed of the image draw and the attacks.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
-    allow_open_key: Annotated[bool, typer.Option(help=_ALLOW_OPEN_KEY_HELP)] = False,
+    allow_open_key: AllowOpenKeyOption = False,
 ) -> None:
     """Run the reconstruction and re-identification attacks against a key on your data."""
     from medveil.keys import Key

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from medveil.cli.app import (
-    _FILL_NONFINITE_HELP,
-    _NIFTI_VOLUME_HELP,
+    FillNonfiniteOption,
+    NiftiVolumeOption,
     _fail,
     _nifti_volume,
     _text,
@@ -59,12 +59,8 @@ def keygen(
             "SOURCE, studies (StudyInstanceUID,label,...), as for obfuscate.",
         ),
     ] = None,
-    nifti_volume: Annotated[
-        Optional[str], typer.Option(metavar="INDEX|all", help=_NIFTI_VOLUME_HELP)
-    ] = None,
-    fill_nonfinite: Annotated[
-        Optional[float], typer.Option(metavar="VALUE", help=_FILL_NONFINITE_HELP)
-    ] = None,
+    nifti_volume: NiftiVolumeOption = None,
+    fill_nonfinite: FillNonfiniteOption = None,
     force: Annotated[bool, typer.Option(help="Replace an existing key file.")] = False,
 ) -> None:
     """Draw a new secret key (256 bits) and store it with its parameters, owner-only."""

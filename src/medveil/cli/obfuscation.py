@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from medveil.cli.app import (
-    _ALLOW_OPEN_KEY_HELP,
-    _FILL_NONFINITE_HELP,
-    _NIFTI_VOLUME_HELP,
+    AllowOpenKeyOption,
+    FillNonfiniteOption,
+    NiftiVolumeOption,
     _nifti_volume,
     _percentile,
     _print_json,
@@ -84,12 +84,8 @@ def obfuscate(
         Optional[str], typer.Option(help="Per-image percentile clipping 'LOW,HIGH'.")
     ] = None,
     nifti_axis: Annotated[int, typer.Option(help="Axis along which NIfTI volumes are sliced.")] = 2,
-    nifti_volume: Annotated[
-        Optional[str], typer.Option(metavar="INDEX|all", help=_NIFTI_VOLUME_HELP)
-    ] = None,
-    fill_nonfinite: Annotated[
-        Optional[float], typer.Option(metavar="VALUE", help=_FILL_NONFINITE_HELP)
-    ] = None,
+    nifti_volume: NiftiVolumeOption = None,
+    fill_nonfinite: FillNonfiniteOption = None,
     min_size: Annotated[
         Optional[int],
         typer.Option(
@@ -105,7 +101,7 @@ def obfuscate(
         ),
     ] = 1024,
     overwrite: Annotated[bool, typer.Option(help="Replace a complete store.")] = False,
-    allow_open_key: Annotated[bool, typer.Option(help=_ALLOW_OPEN_KEY_HELP)] = False,
+    allow_open_key: AllowOpenKeyOption = False,
 ) -> None:
     """Obfuscate a dataset folder, or studies retrieved from a PACS over DICOMweb, into an
     obfuscated dataset store.
@@ -168,13 +164,9 @@ def show(
     key_file: Annotated[Path, typer.Option("--key", help="Key file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="PNG to write.")],
     nifti_axis: Annotated[int, typer.Option(help="NIfTI slicing axis.")] = 2,
-    nifti_volume: Annotated[
-        Optional[str], typer.Option(metavar="INDEX|all", help=_NIFTI_VOLUME_HELP)
-    ] = None,
-    fill_nonfinite: Annotated[
-        Optional[float], typer.Option(metavar="VALUE", help=_FILL_NONFINITE_HELP)
-    ] = None,
-    allow_open_key: Annotated[bool, typer.Option(help=_ALLOW_OPEN_KEY_HELP)] = False,
+    nifti_volume: NiftiVolumeOption = None,
+    fill_nonfinite: FillNonfiniteOption = None,
+    allow_open_key: AllowOpenKeyOption = False,
 ) -> None:
     """Plot one image through every stage (original, rank-k, quantized, noised, projected).
 

@@ -12,7 +12,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from medveil.cli.app import (
-    _ALLOW_OPEN_KEY_HELP,
+    AllowOpenKeyOption,
     _print_json,
     _progress,
     _text,
@@ -153,7 +153,7 @@ def predict_command(
         Optional[Path], typer.Option("--key", help="The key the model was trained under.")
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
-    allow_open_key: Annotated[bool, typer.Option(help=_ALLOW_OPEN_KEY_HELP)] = False,
+    allow_open_key: AllowOpenKeyOption = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the predictions as JSON on stdout.")
     ] = False,
@@ -214,7 +214,7 @@ def sweep_rank_command(
     stem: Annotated[Optional[str], typer.Option(help=_STEM_HELP)] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
-    allow_open_key: Annotated[bool, typer.Option(help=_ALLOW_OPEN_KEY_HELP)] = False,
+    allow_open_key: AllowOpenKeyOption = False,
 ) -> None:
     """Train one model per rank k and write the accuracy-against-k table and plot.
 
