@@ -16,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,7 +41,13 @@ from medveil.dicomweb import (
     DicomWebUnavailableError,
     RetryPolicy,
 )
-from medveil.errors import ConfigError, DatasetLayoutError, ImageLoadError, StoreError
+from medveil.errors import (
+    ConfigError,
+    DatasetLayoutError,
+    ImageLoadError,
+    MedveilWarning,
+    StoreError,
+)
 from medveil.keys import generate_key
 from medveil.loading import LoadOptions
 from medveil.obfuscate import group_hash, obfuscate_dataset
@@ -670,3 +677,47 @@ def test_skipped_instances_name_their_labels_row(tmp_path: Path, pacs: Pacs, key
             dicomweb(pacs.url), labels=labels, key=key, output=tmp_path / "none", device="cpu",
             options=LoadOptions(size=SIZE, min_size=64), skip_bad=True, retry=FAST,
         )
+
+
+def test_credentials_over_plain_http_to_another_host_are_warned_about(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    remote = "http://pacs.example.org/dicom-web"
+    monkeypatch.setenv(USER_VARIABLE, "alice")
+    monkeypatch.setenv(PASSWORD_VARIABLE, "s3cret")
+    with pytest.warns(MedveilWarning, match=r"^http://pacs.example.org/dicom-web: the credentials"):
+        DicomWebSource(remote).close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # https, or this machine: nothing to warn about
+        DicomWebSource("https://pacs.example.org/dicom-web").close()
+        DicomWebSource("http://127.0.0.1:8042/dicom-web").close()
+    # Credentials from a netrc file count as much as the environment's.
+    monkeypatch.delenv(USER_VARIABLE)
+    monkeypatch.delenv(PASSWORD_VARIABLE)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine pacs.example.org login alice password s3cret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    with pytest.warns(MedveilWarning, match="unencrypted"):
+        DicomWebSource(remote).close()
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no credentials at all
+        DicomWebSource(remote).close()
+    # The command line says it as a warning line, then goes on (here to a labels error, which
+    # stops it before any request).
+    monkeypatch.setenv(USER_VARIABLE, "alice")
+    monkeypatch.setenv(PASSWORD_VARIABLE, "s3cret")
+    labels = tmp_path / "studies.csv"
+    labels.write_text("StudyInstanceUID,label\n1.2.x,tumor\n")
+    result = runner.invoke(app, [
+        "keygen", "-o", str(tmp_path / "keys" / "k.key"), "--calibrate", remote,
+        "--labels", str(labels),
+    ])
+    assert result.exit_code == 2, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == (
+        "warning: http://pacs.example.org/dicom-web: the credentials will cross the network "
+        "unencrypted (http://); use the server's https:// URL"
+    )
+    assert "1.2.x is not a StudyInstanceUID" in result.output and "s3cret" not in result.output

@@ -14,6 +14,9 @@ can catch them all with one ``except``. The families:
 - :class:`RunError`: a training run folder;
 - :class:`StudyError`: a study's run or keys folder.
 
+:class:`MedveilWarning` is for what a person should know while the run goes on (the command
+line prints it as ``warning: MESSAGE``).
+
 Each also derives from :class:`ValueError`, as the errors it replaced did, so code that
 catches ``ValueError`` keeps working.
 
@@ -31,6 +34,7 @@ Examples
 from __future__ import annotations
 
 __all__ = [
+    "MedveilWarning",
     "ConfigError",
     "DatasetLayoutError",
     "ImageLoadError",
@@ -101,3 +105,7 @@ class RunError(MedveilError, ValueError):
 
 class StudyError(MedveilError, ValueError):
     """The run folder or the keys folder cannot be used for this study."""
+
+
+class MedveilWarning(UserWarning):
+    """Something a person should know while the run goes on (e.g. credentials sent unencrypted)."""

@@ -8,6 +8,7 @@ option help texts and parsers used by more than one command. Commands register t
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Annotated, Any, Optional
 
 import click
@@ -24,7 +25,7 @@ from rich.progress import (
 )
 from typer.core import TyperGroup
 
-from medveil.errors import MedveilError
+from medveil.errors import MedveilError, MedveilWarning
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILURE", "EXIT_OK", "app", "console"]
 
@@ -45,10 +46,23 @@ class _Commands(TyperGroup):
     """
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (MedveilError, ValueError, OSError) as exc:
-            raise _failed(exc) from None
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            try:
+                return super().invoke(ctx)
+            except (MedveilError, ValueError, OSError) as exc:
+                raise _failed(exc) from None
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """A medveil warning as ``warning: MESSAGE`` on stderr; other warnings as Python shows them."""
+    if issubclass(category, MedveilWarning):
+        console.print(_text(f"warning: {message}"))
+    else:
+        _default_showwarning(message, category, *args, **kwargs)
 
 
 app = typer.Typer(

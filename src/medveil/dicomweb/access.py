@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import requests
 
-from medveil.errors import ConfigError, LoadError
+from medveil.errors import ConfigError, LoadError, MedveilWarning
 
 __all__ = [
+    "warn_plaintext_credentials",
     "PASSWORD_VARIABLE",
     "TOKEN_VARIABLE",
     "USER_VARIABLE",
@@ -164,3 +166,22 @@ def auth_from_environment() -> requests.auth.AuthBase | None:
     if user:
         return requests.auth.HTTPBasicAuth(user, password or "")
     return None
+
+
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+def warn_plaintext_credentials(url: str, auth: requests.auth.AuthBase | None) -> None:
+    """Warn (:class:`~medveil.errors.MedveilWarning`) when credentials, from the environment or
+    a netrc file, would go to a host other than this machine over plain ``http://``."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "http" or (parts.hostname or "").lower() in _LOOPBACK:
+        return
+    if auth is None and requests.utils.get_netrc_auth(url) is None:
+        return
+    warnings.warn(
+        f"{url}: the credentials will cross the network unencrypted (http://); use the "
+        "server's https:// URL",
+        MedveilWarning,
+        stacklevel=3,
+    )

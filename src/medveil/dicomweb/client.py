@@ -32,6 +32,7 @@ from medveil.dicomweb.access import (
     RetryPolicy,
     auth_from_environment,
     public_url,
+    warn_plaintext_credentials,
 )
 from medveil.dicomweb.studies import DicomWebIndex, DicomWebItem, read_studies, study_items
 from medveil.errors import ConfigError, ImageLoadError
@@ -103,6 +104,7 @@ class DicomWebSource:
         self.url = public_url(url)
         self.retry = retry or RetryPolicy()
         self._auth = auth_from_environment()
+        warn_plaintext_credentials(self.url, self._auth)
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
