@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/frontier.py DATASET_DIR [--points multistage,multistage-b4,...]
-        [--keys 3] [--privacy-keys 1] [--victims 200] [--public 1000] [--pairs 100] [--collect]
+        [--keys 3] [--privacy-keys 3] [--victims 200] [--public 1000] [--pairs 100] [--collect]
         [--utility-out benchmarks/out/utility] [--out benchmarks/out/frontier]
 
 Each point is a scheme name (``common.scheme_params``: ``multistage-b<bits>-eta<noise>-k<rank>``).
@@ -260,7 +260,7 @@ def main() -> None:
     parser.add_argument("--points", default=DEFAULT_POINTS)
     parser.add_argument("--keys", type=int, default=3, help="keys (and seeds) for accuracy")
     parser.add_argument(
-        "--privacy-keys", type=int, default=1, help="keys (and image draws) for the attacks"
+        "--privacy-keys", type=int, default=3, help="keys (and image draws) for the attacks"
     )
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--rank", type=int, default=32)
