@@ -49,6 +49,8 @@ th, td { border-bottom:1px solid var(--line); padding:5px 10px; text-align:right
          white-space:nowrap; }
 th { background:#eef2f8; font-weight:600; }
 td.l, th.l { text-align:left; }
+/* Text cells wrap, so that a wide table keeps its last column (a verdict) in view. */
+td.l { white-space:normal; min-width:8em; }
 tr:nth-child(even) td { background:#fafbfd; }
 .badge { display:inline-block; padding:1px 9px; border-radius:10px; font-size:12px;
          font-weight:700; color:#fff; }
