@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from medveil.batched import obfuscate_batches
-from medveil.dicomweb import DicomWebItem
 from medveil.errors import ImageLoadError
 from medveil.groups import group_hash, group_name
 from medveil.keys import Key
@@ -162,9 +161,6 @@ def _load(read: Reader, item: Item) -> LoadedFile | ImageLoadError:
     except ImageLoadError as exc:
         # Relative to the dataset root, and printable whatever the name's bytes.
         exc.path = display_path(item.path)
-        if isinstance(item, DicomWebItem):
-            # STUDY/SERIES/SOP UIDs alone do not tell a person which of their studies it was.
-            exc.problem = f"{exc.problem} (study of labels row {item.row})"
         exc.args = (f"{exc.path}: {exc.problem}",)
         return exc
     except Exception as exc:

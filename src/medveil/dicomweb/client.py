@@ -309,6 +309,14 @@ class DicomWebSource:
             raise
         except (InvalidDicomError, EOFError, KeyError, ValueError) as exc:
             raise ImageLoadError(
-                name, f"the server sent an instance that is not DICOM ({exc})"
+                name, f"the server sent an instance that is not DICOM ({exc}){_row_note(item)}"
             ) from exc
-        return load_dicom_dataset(dataset, name=name, options=options)
+        try:
+            return load_dicom_dataset(dataset, name=name, options=options)
+        except ImageLoadError as exc:
+            raise ImageLoadError(name, f"{exc.problem}{_row_note(item)}") from exc
+
+
+def _row_note(item: DicomWebItem) -> str:
+    # STUDY/SERIES/SOP UIDs alone do not tell a person which of their studies it was.
+    return f" (study of labels row {item.row})"
