@@ -208,6 +208,14 @@ def key():
     return generate_key(preset="svd", size=SIZE, rank=8)
 
 
+def use_netrc(monkeypatch: pytest.MonkeyPatch, folder: Path, *, host: str) -> None:
+    """Point NETRC at an owner-only netrc file holding alice's password for ``host``."""
+    netrc = folder / "netrc"
+    netrc.write_text(f"machine {host} login alice password s3cret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+
+
 def dicomweb(url: str) -> str:
     return f"{url}/dicom-web"
 
@@ -544,10 +552,7 @@ def test_login_is_refused_then_accepted_from_the_environment_or_netrc(
         assert run("env").images == {"train": 7, "test": 3}
         monkeypatch.delenv(USER_VARIABLE)
         monkeypatch.delenv(PASSWORD_VARIABLE)
-        netrc = tmp_path / "netrc"
-        netrc.write_text("machine 127.0.0.1 login alice password s3cret\n")
-        netrc.chmod(0o600)
-        monkeypatch.setenv("NETRC", str(netrc))
+        use_netrc(monkeypatch, tmp_path, host="127.0.0.1")
         assert run("from-netrc").images == {"train": 7, "test": 3}
         for store in ("env", "from-netrc"):
             for path in (tmp_path / store).rglob("*"):
@@ -694,10 +699,7 @@ def test_credentials_over_plain_http_to_another_host_are_warned_about(
     # Credentials from a netrc file count as much as the environment's.
     monkeypatch.delenv(USER_VARIABLE)
     monkeypatch.delenv(PASSWORD_VARIABLE)
-    netrc = tmp_path / "netrc"
-    netrc.write_text("machine pacs.example.org login alice password s3cret\n")
-    netrc.chmod(0o600)
-    monkeypatch.setenv("NETRC", str(netrc))
+    use_netrc(monkeypatch, tmp_path, host="pacs.example.org")
     with pytest.warns(MedveilWarning, match="unencrypted"):
         DicomWebSource(remote).close()
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))

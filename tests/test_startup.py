@@ -9,6 +9,16 @@ from pathlib import Path
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
+def _fresh_python(code: str) -> str:
+    """Run ``code`` in a new interpreter with this checkout's ``src`` as ``sys.argv[1]``; its
+    stdout (the run must succeed)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, SRC], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_the_cli_and_the_package_import_without_torch() -> None:
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); sys.argv[1:] = ['--help']\n"
@@ -18,12 +28,9 @@ def test_the_cli_and_the_package_import_without_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported by --help'\n"
         "print(medveil.__version__, medveil.Key.__name__)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code, SRC], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == "0.1.0 Key"
-    assert "obfuscate" in done.stdout
+    out = _fresh_python(code)
+    assert out.splitlines()[-1] == "0.1.0 Key"
+    assert "obfuscate" in out
 
 
 def test_a_folder_run_does_not_load_the_dicomweb_client() -> None:
@@ -37,8 +44,4 @@ def test_a_folder_run_does_not_load_the_dicomweb_client() -> None:
         "assert 'dicomweb_client' in sys.modules\n"
         "print(DicomWebSource.__name__)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code, SRC], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "DicomWebSource"
+    assert _fresh_python(code).strip() == "DicomWebSource"
