@@ -15,6 +15,11 @@ model is trained with seed ``i`` (plaintext too, so that its spread is comparabl
 library's default recipe. ``--stems default`` uses the library's default stem for the data's kind;
 a list (``linear,resize``) compares stems on obfuscated data.
 
+``lowrank`` is a control, not a scheme: each image truncated to rank ``--rank`` at ``--size``
+(``U_k S_k V_k^T``, written once as 8-bit PNGs under ``--out``) and trained as plaintext. It keeps
+what the ``svd`` factor ``Z = U_k S_k`` discards, ``V_k``, so plaintext → ``lowrank`` is what the
+truncation costs and ``lowrank`` → ``svd`` what discarding ``V_k`` costs.
+
 After every epoch the run's current weights are scored on the test split (never used for any
 choice): the table reports the selected epoch's test accuracy (what the run returns), and how far
 it ends below the run's best epoch on test (the recipe's "regret").
@@ -27,6 +32,7 @@ are reused, so an interrupted benchmark resumes.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shutil
 import time
@@ -34,14 +40,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from common import dataset_name, duplicate_groups, scheme_params
+from PIL import Image
 
+from medveil.atomic import atomic_write_bytes
 from medveil.calibration import calibrate, load_calibration_images
 from medveil.errors import StoreError
 from medveil.keys import generate_key
-from medveil.loading import LoadOptions
+from medveil.layout import scan_dataset
+from medveil.loading import LoadOptions, load_image
 from medveil.machine import describe
 from medveil.obfuscate import obfuscate_dataset
+from medveil.stages import truncated_svd
 from medveil.store import ObfuscatedStore
 from medveil.training import TrainConfig, evaluate, load_run, open_data, train
 from medveil.training.stems import stem_alignment
@@ -73,6 +84,38 @@ def _store(args: argparse.Namespace, scheme: str, rep: int, name: str) -> tuple[
     }
     np.savez(path.with_name(path.name + ".matrices.npz"), **matrices)
     return path, matrices
+
+
+def _lowrank(args: argparse.Namespace, name: str) -> Path:
+    """The dataset's images truncated to rank ``args.rank`` (the ``lowrank`` control), as PNGs.
+
+    Same class folders and file order as the dataset (``NAME.jpg`` becomes ``NAME.jpg.png``), so
+    the near-duplicate groups and the split carry over.
+    """
+    folder = args.out / "lowrank" / f"{name}-size{args.size}-k{args.rank}"
+    done = folder / ".complete"
+    if done.is_file():
+        return folder
+    items = scan_dataset(args.dataset).splits["all"]
+    for start in range(0, len(items), 256):
+        batch = items[start : start + 256]
+        images = torch.as_tensor(np.stack([
+            load_image(args.dataset / item.path, options=LoadOptions(size=args.size))
+            for item in batch
+        ]))
+        cut = truncated_svd(images, args.rank)
+        low = (cut.factor @ cut.basis.transpose(-1, -2)).clamp(0, 1).numpy()
+        for item, image in zip(batch, low, strict=True):
+            target = folder / item.path.with_name(item.path.name + ".png")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            buffer = io.BytesIO()
+            Image.fromarray(np.round(image * 255).astype(np.uint8)).save(buffer, format="PNG")
+            atomic_write_bytes(target, buffer.getvalue())
+    written = [str(item.path) for item in scan_dataset(folder).splits["all"]]
+    if written != [str(item.path.with_name(item.path.name + ".png")) for item in items]:
+        raise SystemExit(f"{folder}: its files do not scan in the dataset's order")
+    done.write_text("")
+    return folder
 
 
 def main() -> None:
@@ -118,7 +161,7 @@ def main() -> None:
     # Keys outermost: an interrupted benchmark has every scheme at its first keys.
     for rep in range(args.keys):
         for scheme in args.schemes.split(","):
-            stems = ["default"] if scheme == "plaintext" else args.stems.split(",")
+            stems = ["default"] if scheme in ("plaintext", "lowrank") else args.stems.split(",")
             combos = [(m, st) for m in args.models.split(",") for st in stems]
             scored = [
                 args.out / "runs" / name / f"{scheme}-key{rep}" / f"{m}-{st}" / "row.json"
@@ -131,6 +174,8 @@ def main() -> None:
                 continue
             if scheme == "plaintext":
                 data, matrices = args.dataset, None
+            elif scheme == "lowrank":
+                data, matrices = _lowrank(args, name), None
             else:
                 data, matrices = _store(args, scheme, rep, name)
             source = open_data(data, image_size=args.input_size)
@@ -191,7 +236,7 @@ def main() -> None:
                 )
                 args.out.mkdir(parents=True, exist_ok=True)
                 pd.DataFrame(rows).to_csv(runs_csv, index=False)
-            if args.drop_stores and scheme != "plaintext":
+            if args.drop_stores and scheme not in ("plaintext", "lowrank"):
                 # Every run of this store is scored (row.json): the store is no longer needed.
                 shutil.rmtree(data)
     table = pd.DataFrame(rows)
