@@ -71,8 +71,11 @@ def test_an_exact_unmixing_stem_re_identifies_and_beats_the_yardstick(scene):
     assert result.pool_size == len(images) and result.chance_top1 == 1 / len(images)
     # Every victim found among 80 candidates (chance 1/80) without the key.
     assert real.reid_top1 >= 0.95 and real.reid_top5 == 1.0
-    # The reconstruction through the stem beats the mean public image.
-    assert real.reconstruction_ssim > result.yardstick_ssim + 0.02
+    # The reconstructions through the stem beat the mean public image: the re-synthesis on the
+    # public basis and the decoder fitted on the public images alike.
+    assert real.variants["pb"] > result.yardstick_ssim + 0.02
+    assert real.variants["ridge"] > result.yardstick_ssim + 0.015
+    assert real.reconstruction_ssim == max(real.variants.values())
     # Look-alikes as good as the factor feature picks them with the key (A3).
     context = AttackContext(
         threat="A3", params=key.params, public=torch.from_numpy(images[VICTIMS:]), key=key
@@ -103,7 +106,10 @@ def test_a_random_stem_reads_nothing_of_the_victims(scene):
     real = result.realistic
     # Chance is 1/80 per victim: at most 2 of 20 by luck.
     assert real.reid_top1 <= 0.1
-    assert real.reconstruction_ssim < result.yardstick_ssim
+    # The public-basis re-synthesis is noise; the fitted decoder falls back to (at most) the
+    # mean image, which is the yardstick.
+    assert real.variants["pb"] < result.yardstick_ssim - 0.03
+    assert real.variants["ridge"] < result.yardstick_ssim + 0.005
     assert real.lookalike_ssim[5] < exact.realistic.lookalike_ssim[5] - 0.02
     # The bound (with the key) is what the random spans happen to hold of L*, R*: at these
     # sizes half of each side, which already re-identifies; it is an upper bound, not A1.

@@ -54,8 +54,11 @@ class StemView:
     reconstruction_ssim : float
         Mean SSIM of the best reconstruction variant (``variants`` has them all).
     variants : dict
-        ``pb``: ``Ẑ_est V̂^T``; ``pb+mean``: the same plus the mean public image's share outside
-        ``V̂``'s span (as :class:`~medveil.attacks.public_basis.PublicBasisAttack`).
+        Mean SSIM of each reconstruction: ``pb``: ``Ẑ_est V̂^T``; ``pb+mean``: the same plus the
+        mean public image's share outside ``V̂``'s span (as
+        :class:`~medveil.attacks.public_basis.PublicBasisAttack`); ``ridge``: a linear decoder
+        from the stem's features to the image fitted on the public images (kernel ridge, its
+        strength chosen by leave-one-out on them).
     """
 
     lookalike_ssim: dict[int, float]
@@ -191,6 +194,41 @@ def _unit(features: torch.Tensor) -> torch.Tensor:
     return flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-300)
 
 
+def _centred_gram(images: torch.Tensor) -> torch.Tensor:
+    """``X_c X_c^T`` (float64) of the flattened images less their mean."""
+    flat = images.flatten(1)
+    centred = flat - flat.mean(dim=0)
+    return (centred @ centred.T).double()
+
+
+def _ridge_weights(
+    reference: torch.Tensor, seen: torch.Tensor, gram: torch.Tensor
+) -> torch.Tensor:
+    """Kernel ridge weights ``w_v = f_v F^T (F F^T + a I)^{-1}`` of each victim on the public
+    images, ``a`` chosen by leave-one-out on the public images.
+
+    ``F`` (``P x d``) holds the public images' features, ``f_v`` the victim's; the decoded image
+    is ``mean P + w_v X_c`` with ``X_c`` the centred public images. With
+    ``F F^T = Q diag(e) Q^T`` the hat matrix is ``H = Q diag(e / (e + a)) Q^T`` and the
+    leave-one-out residual of image ``i`` is ``((I - H) X_c)_i / (1 - H_ii)``, whose squared
+    norm needs only ``gram = X_c X_c^T``: ``(A Q^T gram Q A^T)_ii`` with ``A = Q diag(a / (e + a))``.
+    """
+    evals, q = torch.linalg.eigh(reference @ reference.mT)
+    evals = evals.clamp_min(0.0)
+    moment = q.mT @ gram @ q
+    scale = float(evals.mean())
+    best: tuple[float, float] | None = None
+    for alpha in (scale * 10.0**p for p in range(-4, 2)):
+        a = q * (alpha / (evals + alpha))
+        hat = ((q * (evals / (evals + alpha))) * q).sum(dim=1)
+        loo = float((((a @ moment) * a).sum(dim=1) / (1.0 - hat).clamp_min(1e-12) ** 2).mean())
+        if best is None or loo < best[0]:
+            best = (loo, alpha)
+    assert best is not None
+    alpha = best[1]
+    return (seen @ reference.mT @ q) / (evals + alpha) @ q.mT
+
+
 def _view(
     left: np.ndarray,
     right: np.ndarray,
@@ -198,9 +236,10 @@ def _view(
     victims: Victims,
     context: AttackContext,
     public_factors: torch.Tensor,
-    pool_images: torch.Tensor,
+    pool_factors: torch.Tensor,
     pool_truth: np.ndarray,
     basis: torch.Tensor,
+    public_gram: torch.Tensor,
     size: int,
     neighbours: Sequence[int],
 ) -> StemView:
@@ -226,7 +265,6 @@ def _view(
         lookalike[int(m)] = float(torch.cat(scores).mean())
 
     # Re-identification among the victims' originals hidden in the public images.
-    pool_factors = factors(pool_images, context).double()
     pool_dist = (1.0 - seen @ _unit(dt @ pool_factors @ et).T).numpy()
     true_d = pool_dist[np.arange(len(victims)), pool_truth]
     rank = 1 + (pool_dist < true_d[:, None]).sum(axis=1)
@@ -250,6 +288,11 @@ def _view(
         "pb": float(ssim(victims.originals, estimate).mean()),
         "pb+mean": float(ssim(victims.originals, estimate + filler).mean()),
     }
+    # A decoder the attacker fits on the public images, for which it knows both F(P) and P.
+    weights = _ridge_weights(reference, seen, public_gram)
+    centred = public.flatten(1) - mean_image.flatten().to(public.dtype)
+    decoded = mean_image + (weights.to(public.dtype) @ centred).double().view(-1, *public.shape[1:])
+    variants["ridge"] = float(ssim(victims.originals, decoded).mean())
     return StemView(
         lookalike_ssim=lookalike,
         reid_top1=float((chosen == pool_truth).mean()),
@@ -287,7 +330,10 @@ def stem_attack(
       public factor and ``a`` matching the mean norm of ``D^+ D (Z_P - Z̄) E E^+`` over the public
       images; the image is ``Ẑ_est V̂^T`` with ``V̂`` the public basis
       (:func:`~medveil.attacks.recovery.public_basis`), optionally plus the mean public image's
-      share outside ``V̂``'s span.
+      share outside ``V̂``'s span; and a decoder fitted on the public images, for which the
+      attacker knows both the feature ``F(P)`` and the image:
+      ``X_v = P̄ + f_v F^T (F F^T + a I)^{-1} (X - P̄)`` (kernel ridge on the unit features,
+      ``a`` by leave-one-out). The score is the best of the three.
 
     Two readings are scored: the stem's own ``L``, ``R`` (realistic, A1), and with the key's
     matrices the in-span bound ``L_o``, ``R_o`` (:func:`in_span` of :func:`exact_unmixing`).
@@ -348,9 +394,10 @@ def stem_attack(
             victims=victims,
             context=context,
             public_factors=factors(context.public, context).double(),
-            pool_images=pool.images,
+            pool_factors=factors(pool.images, context).double(),
             pool_truth=pool.truth,
             basis=public_basis(context).double(),
+            public_gram=_centred_gram(context.public),
             size=stem.size,
             neighbours=tuple(neighbours),
         )
