@@ -15,7 +15,8 @@ test split; public images: ``--public`` of its train split (the split keeps near
 on one side); originals loaded from DATASET_DIR as the store loaded them (store row ``j`` is the
 ``j``-th file of the dataset's index).
 
-For the learned stem and, as a control, the starting resize stem (a stem that learned nothing),
+For the learned stem, the starting resize stem (a control: a stem that learned nothing) and the
+exact unmixing ``L* = D R_L^T``, ``R* = R_R^+ E`` (a reference: a stem that learned the whole key),
 :func:`medveil.attacks.stem.stem_attack` scores under A1 (the trainer: obfuscated arrays, the
 trained stem, public images, no key, no pairs) look-alikes (SSIM of the nearest public image and
 of the mean of the 5 nearest), re-identification top-1 among the victims' originals hidden in the
@@ -36,10 +37,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from common import dataset_name
 
 from medveil.atomic import atomic_write_bytes
-from medveil.attacks.stem import StemView, stem_attack
+from medveil.attacks.stem import StemView, exact_unmixing, stem_attack
 from medveil.keys import SchemeParams
 from medveil.layout import scan_dataset
 from medveil.loading import LoadOptions, load_image
@@ -115,9 +117,22 @@ def main() -> None:
         public = np.sort(rng.choice(splits["train"]["indices"], args.public, replace=False))
         with np.load(matrices_file) as npz:
             matrices = {k: npz[k] for k in npz.files}
-        shown = {"learned": stem, "resize": create_stem(
-            "resize", in_shape=stem.in_shape, size=stem.size
-        )}
+        # The reference: a stem that learned the exact unmixing (what a key holder reads).
+        exact = create_stem("linear", in_shape=stem.in_shape, size=stem.size)
+        with torch.no_grad():
+            for param, value in zip(
+                (exact.left, exact.right),
+                exact_unmixing(
+                    n=params.size, k=params.rank, size=stem.size,
+                    left=matrices.get("left"), right=matrices.get("right"),
+                ),
+            ):
+                param.copy_(torch.from_numpy(value))
+        shown = {
+            "learned": stem,
+            "resize": create_stem("resize", in_shape=stem.in_shape, size=stem.size),
+            "exact unmixing": exact,
+        }
         for label, reader in shown.items():
             t0 = time.perf_counter()
             result = stem_attack(
@@ -130,7 +145,10 @@ def main() -> None:
                 seed=args.seed,
             )
             assert result.bound is not None
-            for view_name, view in (("A1 stem", result.realistic), ("in-span bound", result.bound)):
+            views = [("A1 stem", result.realistic), ("in-span bound", result.bound)]
+            if label == "exact unmixing":
+                views = [("A3 reference", result.realistic)]  # its own in-span bound
+            for view_name, view in views:
                 rows.append({
                     "key": rep, "stem": label, "view": view_name,
                     "yardstick": result.yardstick_ssim, **_view_row(view),
@@ -157,7 +175,7 @@ def main() -> None:
         f"columns are means over victims; recon pb: Z_est V^T re-synthesised on the public "
         f"basis; recon ridge: a linear decoder fitted on the public images. A1 stem: through the "
         f"stem's own L, R (no key); in-span bound: the exact unmixing projected on the stem's "
-        f"spans (needs the key).\n\n"
+        f"spans (needs the key); exact unmixing: the stem L*, R* (what a key holder reads).\n\n"
         "| key | stem | view | yardstick | look-alike nn1 | look-alike nn5 | reid top-1 | "
         "recon pb | recon ridge | align L | align R |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|\n"
