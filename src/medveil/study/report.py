@@ -177,7 +177,11 @@ def _utility_section(run_dir: Path, metrics: dict[str, Any]) -> str:
         f"{_e(config['lr'])}; the selected epoch is the one with the best validation accuracy. "
         "On obfuscated arrays the model reads the array through a learned two-sided linear stem "
         "(<code>linear</code>: L·Y·R, started as a resize, able to absorb the key's projection); "
-        "on plaintext through a fixed resize. Scores on the held-out test split.</p>",
+        "on plaintext through a fixed resize. Scores on the held-out test split. Most of a gap "
+        "between plaintext and <code>svd</code> is the factor's design, not the stem: "
+        "<code>Z = U<sub>k</sub>S<sub>k</sub></code> keeps each image's row Gram matrix but "
+        "discards its right singular vectors, and with them whatever a rotation of the image's "
+        "columns changes (docs/RESULTS.md, \"Where the gap comes from\").</p>",
         _table(header, summary_rows, table_id="utility-table"),
         "<h3>Details</h3>",
         _table(("scheme", "model", "stem", "input", "epochs", "test images", "accuracy",
