@@ -22,11 +22,7 @@ def pooled_features(y: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def leave_one_out_errors(
-    features: torch.Tensor,
-    targets: torch.Tensor,
-    *,
-    alphas: Sequence[float],
-    target_gram: torch.Tensor | None = None,
+    features: torch.Tensor, targets: torch.Tensor, *, alphas: Sequence[float]
 ) -> dict[float, float]:
     """Leave-one-out mean squared error of ridge regression, per relative strength ``alpha``.
 
@@ -36,18 +32,16 @@ def leave_one_out_errors(
     matrix is ``H = 1 1^T / N + Q diag(l / (l + a)) Q^T`` and the residual of pair ``i`` when it
     is left out is exactly ``((I - H) X)_i / (1 - H_ii)``; its squared norm needs only
     ``Q^T X X^T Q``, so every ``alpha`` costs ``O(N^3)`` after one ``O(N^2 q)`` product. The
-    error is per target entry. ``target_gram`` is ``X X^T`` when the caller already has it (it
-    depends on the targets only, so several feature sets can share it).
+    error is per target entry.
     """
     kernel = features @ features.T
     evals, evecs = torch.linalg.eigh(kernel)
     evals = evals.clamp_min(0)
-    if target_gram is None:
-        target_gram = torch.zeros_like(kernel)
-        for j in range(0, targets.shape[1], 8192):  # X X^T a block of pixels at a time
-            block = targets[:, j : j + 8192]
-            target_gram += block @ block.T
-    outer = evecs.T @ target_gram.to(kernel) @ evecs
+    outer = torch.zeros_like(kernel)
+    for j in range(0, targets.shape[1], 8192):  # X X^T a block of pixels at a time
+        block = targets[:, j : j + 8192]
+        outer += block @ block.T
+    outer = evecs.T @ outer @ evecs
     scale = kernel.trace() / features.shape[1]
     errors = {}
     for alpha in alphas:

@@ -30,7 +30,6 @@ from medveil.attacks.context import (
     Victims,
     content_ids,
 )
-from medveil.attacks.kpl import leave_one_out_errors
 from medveil.attacks.recovery import factors, public_basis
 from medveil.keys import LeftProjection, Preset, RightProjection, SchemeParams
 from medveil.metrics import ssim
@@ -197,33 +196,38 @@ def _unit(features: torch.Tensor) -> torch.Tensor:
 
 def _centred_gram(images: torch.Tensor) -> torch.Tensor:
     """``X_c X_c^T`` (float64) of the flattened images less their mean."""
-    flat = images.flatten(1).double()
+    flat = images.flatten(1)
     centred = flat - flat.mean(dim=0)
-    return centred @ centred.T
+    return (centred @ centred.T).double()
 
 
 def _ridge_weights(
-    reference: torch.Tensor, seen: torch.Tensor, *, targets: torch.Tensor, gram: torch.Tensor
+    reference: torch.Tensor, seen: torch.Tensor, gram: torch.Tensor
 ) -> torch.Tensor:
-    """Kernel ridge weights ``w_v = (f_v - f̄) F_c^T (F_c F_c^T + a I)^{-1}`` of each victim on
-    the public images, ``a`` chosen by the exact leave-one-out error on the public images
-    (:func:`~medveil.attacks.kpl.leave_one_out_errors`, given ``gram = X_c X_c^T``).
+    """Kernel ridge weights ``w_v = f_v F^T (F F^T + a I)^{-1}`` of each victim on the public
+    images, ``a`` chosen by leave-one-out on the public images.
 
-    ``F`` (``P x d``) holds the public images' features (``F_c`` centred, ``f̄`` their mean),
-    ``f_v`` the victim's, ``targets`` the centred public images ``X_c``; the decoded image is
-    ``mean P + w_v X_c``.
+    ``F`` (``P x d``) holds the public images' features, ``f_v`` the victim's; the decoded image
+    is ``mean P + w_v X_c`` with ``X_c`` the centred public images. With
+    ``F F^T = Q diag(e) Q^T`` the hat matrix is ``H = Q diag(e / (e + a)) Q^T`` and the
+    leave-one-out residual of image ``i`` is ``((I - H) X_c)_i / (1 - H_ii)``, whose squared
+    norm needs only ``gram = X_c X_c^T``: ``(A Q^T gram Q A^T)_ii`` with ``A = Q diag(a / (e + a))``.
     """
-    count, dim = reference.shape
-    mean = reference.mean(dim=0)
-    centred = reference - mean
-    # Half-decade steps of the mean eigenvalue of F F^T (trace / P): a coarser grid makes the
-    # choice jump between very different decoders. leave_one_out_errors scales by trace / d.
-    alphas = [10.0 ** (p / 2) * dim / count for p in range(-8, 4)]
-    errors = leave_one_out_errors(centred, targets, alphas=alphas, target_gram=gram)
-    ridge = min(errors, key=errors.__getitem__) * float(centred.square().sum()) / dim
-    kernel = centred @ centred.mT
-    eye = torch.eye(count, dtype=kernel.dtype)
-    return torch.linalg.solve(kernel + ridge * eye, (seen - mean) @ centred.mT, left=False)
+    evals, q = torch.linalg.eigh(reference @ reference.mT)
+    evals = evals.clamp_min(0.0)
+    moment = q.mT @ gram @ q
+    scale = float(evals.mean())
+    best: tuple[float, float] | None = None
+    # Half-decade steps: a coarser grid makes the choice jump between very different decoders.
+    for alpha in (scale * 10.0 ** (p / 2) for p in range(-8, 4)):
+        a = q * (alpha / (evals + alpha))
+        hat = ((q * (evals / (evals + alpha))) * q).sum(dim=1)
+        loo = float((((a @ moment) * a).sum(dim=1) / (1.0 - hat).clamp_min(1e-12) ** 2).mean())
+        if best is None or loo < best[0]:
+            best = (loo, alpha)
+    assert best is not None
+    alpha = best[1]
+    return (seen @ reference.mT @ q) / (evals + alpha) @ q.mT
 
 
 def _view(
@@ -286,8 +290,8 @@ def _view(
         "pb+mean": float(ssim(victims.originals, estimate + filler).mean()),
     }
     # A decoder the attacker fits on the public images, for which it knows both F(P) and P.
+    weights = _ridge_weights(reference, seen, public_gram)
     centred = public.flatten(1) - mean_image.flatten().to(public.dtype)
-    weights = _ridge_weights(reference, seen, targets=centred, gram=public_gram)
     decoded = mean_image + (weights.to(public.dtype) @ centred).double().view(-1, *public.shape[1:])
     variants["ridge"] = float(ssim(victims.originals, decoded).mean())
     return StemView(
