@@ -47,12 +47,12 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_POINTS = (
     "multistage,multistage-b4,multistage-b3,dp-svd,multistage-eta0.05,multistage-eta0.1,"
     "multistage-b4-eta0.05,multistage-b0-eta0-dp0.25,multistage-k16,multistage-k8,multistage-b6,"
-    "multistage-b3-eta0.05,multistage-b0-eta0-dp4,multistage-b4-k16,multistage-eta0,svd"
+    "multistage-b3-eta0.05,multistage-b0-eta0-dp4,multistage-b0-eta0-dp2,multistage-b4-k16,multistage-eta0,svd"
 )
 #: Points drawn as presets on the plot (the rest are settings of the multistage stages).
 PRESETS = {
     "multistage": "multistage (default)", "svd": "svd", "dp-svd": "dp-svd (ε 1)",
-    "multistage-b3": "private (3 bits)",
+    "multistage-b0-eta0-dp2": "private (dp-svd ε 2)",
 }
 
 
