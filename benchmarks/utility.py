@@ -86,6 +86,10 @@ def _store(args: argparse.Namespace, scheme: str, rep: int, name: str) -> tuple[
     return path, matrices
 
 
+#: Trained from image folders (no key, no store, the plaintext stem).
+IMAGE_SCHEMES = ("plaintext", "lowrank")
+
+
 def _lowrank(args: argparse.Namespace, name: str) -> Path:
     """The dataset's images truncated to rank ``args.rank`` (the ``lowrank`` control), as PNGs.
 
@@ -161,7 +165,7 @@ def main() -> None:
     # Keys outermost: an interrupted benchmark has every scheme at its first keys.
     for rep in range(args.keys):
         for scheme in args.schemes.split(","):
-            stems = ["default"] if scheme in ("plaintext", "lowrank") else args.stems.split(",")
+            stems = ["default"] if scheme in IMAGE_SCHEMES else args.stems.split(",")
             combos = [(m, st) for m in args.models.split(",") for st in stems]
             scored = [
                 args.out / "runs" / name / f"{scheme}-key{rep}" / f"{m}-{st}" / "row.json"
@@ -236,7 +240,7 @@ def main() -> None:
                 )
                 args.out.mkdir(parents=True, exist_ok=True)
                 pd.DataFrame(rows).to_csv(runs_csv, index=False)
-            if args.drop_stores and scheme not in ("plaintext", "lowrank"):
+            if args.drop_stores and scheme not in IMAGE_SCHEMES:
                 # Every run of this store is scored (row.json): the store is no longer needed.
                 shutil.rmtree(data)
     table = pd.DataFrame(rows)
