@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 import medveil
+from medveil.atomic import atomic_write, atomic_write_bytes
 from medveil.errors import ConfigError, DatasetLayoutError
 from medveil.synthetic import DATASETS, check_request, render_images
 
@@ -70,13 +71,6 @@ def _check_folder(out_dir: Path, name: str) -> None:
         )
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary name in the same folder, then rename: no half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _plan(
     classes: tuple[str, ...], per_class: int, test_fraction: float
 ) -> list[tuple[str, int, int, int]]:
@@ -102,7 +96,9 @@ def _plan(
 
 def _remove_stale(out_dir: Path, classes: tuple[str, ...], keep: set[Path]) -> None:
     """Delete images of an earlier run (other arguments) that this run does not rewrite."""
-    pattern = re.compile(r"^\.?(" + "|".join(map(re.escape, classes)) + r")-\d{5}\.png(\.tmp)?$")
+    names = "|".join(map(re.escape, classes))
+    # Also the temporaries (medveil.atomic's ``.<name>.<8 hex>.tmp``) of an interrupted run.
+    pattern = re.compile(r"^\.?(" + names + r")-\d{5}\.png(\.[0-9a-f]{8}\.tmp)?$")
     folders = [out_dir / c for c in classes] + [out_dir / s / c for s in _SPLITS for c in classes]
     for folder in folders:
         if folder.is_dir():
@@ -175,7 +171,7 @@ def write_dataset(
     # Same arguments as the run that wrote the folder: its finished files are already right
     # (written whole, deterministic), so a rerun only completes what is missing.
     same_run = previous == text
-    _write_atomic(out / README, lambda p: p.write_text(text))
+    atomic_write_bytes(out / README, text.encode())
 
     plan = _plan(spec.classes, per_class, test_fraction)
     paths = [out / folder / f"{spec.classes[lab]}-{num:05d}.png" for folder, lab, _, num in plan]
@@ -195,7 +191,7 @@ def write_dataset(
             )
             pixels = np.rint(images * 255).astype(np.uint8)
             for path, image in zip(batch_paths, pixels, strict=True):
-                _write_atomic(path, lambda p, im=image: Image.fromarray(im).save(p, format="PNG"))
+                atomic_write(path, lambda h, im=image: Image.fromarray(im).save(h, format="PNG"))
         if progress is not None:
             progress(len(batch))
     counts: dict[str, dict[str, int]] = {}
