@@ -53,6 +53,7 @@ DEFAULT_POINTS = (
 PRESETS = {
     "multistage": "multistage (default)", "svd": "svd", "dp-svd": "dp-svd (ε 1)",
     "multistage-b0-eta0-dp2": "private (dp-svd ε 2)",
+    "multistage-b0-eta0-dp4": "balanced (dp-svd ε 4)",
 }
 
 

@@ -92,13 +92,14 @@ def test_invalid_epsilon_is_refused(bad):
         SchemeParams(dp_epsilon=bad)
 
 
-def test_the_private_setting_is_dp_svd_at_epsilon_two(tmp_path):
+@pytest.mark.parametrize("name, epsilon", [("private", 2.0), ("balanced", 4.0)])
+def test_the_named_dp_settings_are_dp_svd_at_their_epsilon(tmp_path, name, epsilon):
     images = np.random.default_rng(0).random((16, 32, 32), dtype=np.float32)
-    key = calibrate(generate_key(preset="private", size=32, rank=4), images)
+    key = calibrate(generate_key(preset=name, size=32, rank=4), images)
     p = key.params
-    assert (str(p.preset), p.bits, p.noise, p.dp_epsilon) == ("multistage", None, 0.0, 2.0)
-    assert p == generate_key(preset="dp-svd", dp_epsilon=2.0, size=32, rank=4).params
-    assert Key.load(key.save(tmp_path / "keys" / "private.key")).params == p
+    assert (str(p.preset), p.bits, p.noise, p.dp_epsilon) == ("multistage", None, 0.0, epsilon)
+    assert p == generate_key(preset="dp-svd", dp_epsilon=epsilon, size=32, rank=4).params
+    assert Key.load(key.save(tmp_path / "keys" / f"{name}.key")).params == p
     # The spectrum noise is fresh per draw and reproducible from its seed.
     x = torch.from_numpy(images)
     first = Obfuscator(key, noise_seed=0)(x)

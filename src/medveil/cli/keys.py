@@ -24,7 +24,7 @@ __all__ = ["keygen"]
 def keygen(
     output: Annotated[Path, typer.Option("-o", "--output", help="Key file to write (mode 0600).")],
     preset: Annotated[
-        str, typer.Option(help="'multistage', 'svd', or a named setting of the multistage stages: 'private' (DP-SVD at epsilon 2), 'dp-svd' (epsilon 1).")
+        str, typer.Option(help="'multistage', 'svd', or a named setting of the multistage stages: 'private' (DP-SVD at epsilon 2), 'balanced' (epsilon 4), 'dp-svd' (epsilon 1).")
     ] = "multistage",
     size: Annotated[int, typer.Option(help="Working size n (images are n x n).")] = 224,
     rank: Annotated[int, typer.Option(help="Rank k kept by the SVD truncation.")] = 32,
