@@ -31,11 +31,13 @@ Stems (registry :data:`STEMS`):
     :math:`E[Y Y^T]` and :math:`E[Y^T Y]` (descending eigenvalue, largest entry positive),
     ``d = min(s, number of non-negligible eigenvalues)``, ``D_d``, ``E_d`` resize ``d`` axes to
     ``s`` (the identity when ``d = s``) and ``c_L = c_R`` make the output's mean square on the
-    training arrays equal the resize's. On ``multistage`` arrays ``V`` spans the row space of
-    ``R_R`` exactly, and ``U`` is ``R_L`` applied to the principal row axes of the factor, so
-    the left side is known up to that fixed rotation. :func:`medveil.training.train.train` fits it on a fresh run only
-    (a resumed or loaded run reads ``L``, ``R`` from its checkpoint). Not the default: the
-    choice between ``linear`` and ``fitted`` is left to measurement.
+    training arrays equal the resize's. On noise-free ``multistage`` arrays ``V`` spans the row
+    space of ``R_R`` exactly (``E[Y^T Y]`` has rank k), and ``U`` is ``R_L`` applied to the
+    principal axes of ``E[Ẑ R_R R_R^T Ẑ^T]``: the start undoes ``R_L`` up to the rotation onto
+    those axes, which no fit without plaintext can remove. :func:`medveil.training.train.train`
+    fits it on a fresh run only (a resumed or loaded run reads ``L``, ``R`` from its
+    checkpoint). Not the default: the choice between ``linear`` and ``fitted`` is left to
+    measurement.
 
 A stem's matrices are part of the model's state dict, so a saved run carries them. A learned stem
 that has absorbed part of the key is also a measurement of how much of the key a trainer learns
@@ -217,7 +219,7 @@ def _principal_axes(moment: torch.Tensor, *, most: int) -> torch.Tensor:
     d = max(1, min(most, int((values > values[0] * _AXIS_RTOL).sum())))
     axes = vectors[:, :d]
     peaks = axes.abs().argmax(dim=0)
-    return axes * torch.sign(axes[peaks, torch.arange(d)])
+    return axes * torch.sign(axes[peaks, torch.arange(d, device=axes.device)])
 
 
 def _read(x: torch.Tensor, in_shape: tuple[int, int], device: torch.device) -> torch.Tensor:
