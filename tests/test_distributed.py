@@ -28,6 +28,7 @@ from medveil.errors import ConfigError, RunError
 from medveil.training import DataSource, TrainConfig, load_run, train
 from medveil.training.data import SplitPlan, prepare_data
 from medveil.training.distributed import Cluster
+from medveil.training.stems import TwoSidedStem, create_stem, fit_stem
 
 SIZE = 32
 CLASSES = ("plain", "striped")
@@ -252,3 +253,52 @@ def test_the_command_line_trains_on_two_processes_as_torchrun_starts_them(tmp_pa
     output = (tmp_path / "output-0.txt").read_text()
     assert output.count("epoch 2: train loss") == 1 and output.count("epoch(s) in") == 1, output
     assert (tmp_path / "output-1.txt").read_text() == ""
+
+
+def _fit_worker(
+    rank: int, port: int, source: DataSource, train_config: TrainConfig, run_dir: Path, log: Path
+) -> None:
+    """One of two processes training with the fitted stem; saves the start its stem was given."""
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    loop = importlib.import_module("medveil.training.train")
+    fit = loop.fit_stem
+
+    def record(stem, batches, **kwargs):  # type: ignore[no-untyped-def]
+        result = fit(stem, batches, **kwargs)
+        torch.save({"left": stem.left.detach(), "right": stem.right.detach()},
+                   log / f"start-{rank}.pt")
+        return result
+
+    loop.fit_stem = record
+    try:
+        train(source, config=train_config, run_dir=run_dir)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_start_the_fitted_stem_from_the_whole_training_split(tmp_path, source):
+    train_config = config(epochs=1, stem="fitted")
+    mp.start_processes(
+        _fit_worker, args=(free_port(), source, train_config, tmp_path / "run", tmp_path),
+        nprocs=2, start_method="fork",
+    )
+    starts = [torch.load(tmp_path / f"start-{r}.pt", weights_only=True) for r in (0, 1)]
+    assert all(torch.equal(starts[0][side], starts[1][side]) for side in ("left", "right"))
+    # Each process read its half; the all-reduced sums give the start that one process fitting
+    # the whole training split gets (a process fitting its half alone would not).
+    plan = SplitPlan.from_dict(json.loads((tmp_path / "run" / "splits.json").read_text()))
+    train_set = prepare_data(
+        source, image_size=SIZE, val_fraction=0.3, test_fraction=0.0, seed=0, plan=plan
+    ).sets["train"]
+
+    def start(positions: range) -> TwoSidedStem:
+        stem = create_stem("fitted", in_shape=(SIZE, SIZE), size=SIZE)
+        fit_stem(stem, lambda: [torch.stack([train_set[i][0] for i in positions])])
+        return stem
+
+    whole, half = start(range(len(train_set))), start(range(0, len(train_set), 2))
+    assert torch.allclose(starts[0]["left"], whole.left, atol=1e-6)
+    assert torch.allclose(starts[0]["right"], whole.right, atol=1e-6)
+    assert not torch.allclose(starts[0]["left"], half.left, atol=1e-3)

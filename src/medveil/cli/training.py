@@ -44,8 +44,9 @@ def _train_progress(bar: Progress, task: object, name: str) -> Callable[[Any], N
 
 
 _STEM_HELP = (
-    "Input stem: linear (learned two-sided map that can absorb the key's projection) or resize; "
-    "default linear on obfuscated data, resize on plaintext."
+    "Input stem: linear (learned two-sided map that can absorb the key's projection), fitted "
+    "(the same, started from the principal axes of the training arrays) or resize; default "
+    "linear on obfuscated data, resize on plaintext."
 )
 _PATIENCE_HELP = (
     "Early stopping patience: epochs without a better validation accuracy, counted after the "

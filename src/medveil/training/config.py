@@ -47,8 +47,9 @@ class TrainConfig:
         lowest validation loss.
     stem : str or None
         The model's input stem (:mod:`medveil.training.stems`): ``linear`` (learned, started
-        as a resize) or ``resize``; ``None`` picks ``linear`` for obfuscated data and ``resize``
-        for plaintext.
+        as a resize), ``fitted`` (learned, started from the principal axes of the training
+        arrays' rows and columns) or ``resize``; ``None`` picks ``linear`` for obfuscated data
+        and ``resize`` for plaintext.
     val_fraction : float
         Stratified fraction of the training data held out for validation (when the data has no
         ``val`` split of its own).

@@ -185,13 +185,19 @@ class Cluster:
 
     def sum(self, *values: float) -> tuple[float, ...]:
         """The sums of ``values`` over all processes (float64, the same on every process)."""
+        total = self.sum_tensor(torch.tensor(values, dtype=torch.float64))
+        return tuple(float(v) for v in total)
+
+    def sum_tensor(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` summed elementwise over all processes, on ``value``'s device (the same
+        tensor on every process; ``value`` itself when alone)."""
         if not self.distributed:
-            return tuple(float(v) for v in values)
+            return value
         device = torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" \
             else torch.device("cpu")
-        total = torch.tensor(values, dtype=torch.float64, device=device)
+        total = value.to(device, copy=True)
         dist.all_reduce(total)
-        return tuple(float(v) for v in total.cpu())
+        return total.to(value.device)
 
     def gather(self, value: Any) -> list[Any]:
         """``value`` of every process, by rank (a list of one when alone)."""

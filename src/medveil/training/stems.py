@@ -19,6 +19,25 @@ Stems (registry :data:`STEMS`):
     two-sided linear map, ``L = D R_L^T`` and ``R = R_R^+ E`` (``D``, ``E`` resizes) turn ``Y``
     into the resized factor, so the stem can absorb the key's projection, and with it learn how to
     read a k-column factor better than a fixed stretch. The default for obfuscated data.
+``fitted``
+    ``L``, ``R`` learned as for ``linear``, but started from a data-fitted unmixing
+    (:func:`fit_stem`) instead of the resize: the principal axes of the row and column second
+    moments of the standardised *training* arrays, from the obfuscated arrays alone (no key, no
+    plaintext: what any trainer can compute),
+
+    .. math::  L_0 = c_L \\, D_{d_L} U^T, \\qquad R_0 = c_R \\, V E_{d_R},
+
+    where ``U`` (n x d_L) and ``V`` (m x d_R) hold the top eigenvectors of
+    :math:`E[Y Y^T]` and :math:`E[Y^T Y]` (descending eigenvalue, largest entry positive),
+    ``d = min(s, number of non-negligible eigenvalues)``, ``D_d``, ``E_d`` resize ``d`` axes to
+    ``s`` (the identity when ``d = s``) and ``c_L = c_R`` make the output's mean square on the
+    training arrays equal the resize's. On noise-free ``multistage`` arrays ``V`` spans the row
+    space of ``R_R`` exactly (``E[Y^T Y]`` has rank k), and ``U`` is ``R_L`` applied to the
+    principal axes of ``E[Ẑ R_R R_R^T Ẑ^T]``: the start undoes ``R_L`` up to the rotation onto
+    those axes, which no fit without plaintext can remove. :func:`medveil.training.train.train`
+    fits it on a fresh run only (a resumed or loaded run reads ``L``, ``R`` from its
+    checkpoint). Not the default: the choice between ``linear`` and ``fitted`` is left to
+    measurement.
 
 A stem's matrices are part of the model's state dict, so a saved run carries them. A learned stem
 that has absorbed part of the key is also a measurement of how much of the key a trainer learns
@@ -27,6 +46,7 @@ from labelled obfuscated data (:func:`stem_alignment`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,12 +54,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medveil.errors import LoadError
+
 __all__ = [
     "STEMS",
+    "StemFit",
     "StemSpec",
     "TwoSidedStem",
     "create_stem",
     "default_stem",
+    "fit_stem",
     "get_stem_spec",
     "resize_matrix",
     "stem_alignment",
@@ -48,10 +72,12 @@ __all__ = [
 
 @dataclass(frozen=True, kw_only=True)
 class StemSpec:
-    """One registered stem: its name, whether it learns, and a one-line description."""
+    """One registered stem: its name, whether it learns, whether its start is fitted on the
+    training arrays (:func:`fit_stem`), and a one-line description."""
 
     name: str
     learnable: bool
+    fitted: bool = False
     summary: str
 
 
@@ -65,6 +91,11 @@ STEMS: dict[str, StemSpec] = {
         StemSpec(
             name="linear", learnable=True,
             summary="learned two-sided linear map L·Y·R, started as the resize",
+        ),
+        StemSpec(
+            name="fitted", learnable=True, fitted=True,
+            summary="learned two-sided linear map L·Y·R, started from the principal axes of the "
+            "training arrays' rows and columns",
         ),
     )
 }
@@ -150,6 +181,165 @@ def create_stem(name: str, *, in_shape: tuple[int, int], size: int) -> TwoSidedS
     """Build the stem ``name`` for arrays of ``in_shape`` and a backbone input of ``size``."""
     spec = get_stem_spec(name)
     return TwoSidedStem(in_shape=in_shape, size=size, learnable=spec.learnable)
+
+
+# Eigenvalues below this fraction of the largest are treated as zero: an axis that carries
+# amplitude 3e-4 of the main one holds only the rounding of the stored arrays, not a direction
+# of the data. In a synthetic check, rank-32 arrays of side 224 stored as float16 left their null
+# axes' eigenvalues near 4e-9 of the largest (float32: 5e-15); their 32 data axes sat above 1e-3.
+_AXIS_RTOL = 1e-7
+
+
+@dataclass(frozen=True, kw_only=True)
+class StemFit:
+    """What :func:`fit_stem` found: the number of principal axes used on each side (``d_L``,
+    ``d_R``), the number of arrays it read, the resize stem's output mean square on them, and
+    the factor ``c_L c_R`` by which the unscaled axes' output was multiplied to match it."""
+
+    left_axes: int
+    right_axes: int
+    count: int
+    resize_mean_square: float
+    scale: float
+
+
+def _principal_axes(moment: torch.Tensor, *, most: int) -> torch.Tensor:
+    """The ``(dim, d)`` top eigenvectors of a symmetric ``moment`` as columns, descending.
+
+    ``d`` is ``most`` or the number of non-negligible eigenvalues, whichever is smaller: an axis
+    with a zero eigenvalue reads nothing of the data (on ``multistage`` arrays ``E[Y^T Y]`` has
+    rank k), and its eigenvector is an arbitrary basis vector of the null space. Each vector's
+    sign makes its largest-magnitude entry positive (the first such entry on a tie), so that
+    two fits of the same data give the same matrices.
+    """
+    values, vectors = torch.linalg.eigh(moment)
+    values, vectors = values.flip(0), vectors.flip(1)
+    if not values[0] > 0:
+        raise LoadError("the training arrays are all zero: no axes to fit a stem on")
+    d = max(1, min(most, int((values > values[0] * _AXIS_RTOL).sum())))
+    axes = vectors[:, :d]
+    peaks = axes.abs().argmax(dim=0)
+    return axes * torch.sign(axes[peaks, torch.arange(d, device=axes.device)])
+
+
+def _read(x: torch.Tensor, in_shape: tuple[int, int], device: torch.device) -> torch.Tensor:
+    if x.ndim != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != in_shape:
+        raise ValueError(
+            f"fitting a stem reads (B, 1, {in_shape[0]}, {in_shape[1]}) arrays, got "
+            f"{tuple(x.shape)}"
+        )
+    return x[:, 0].to(device=device, dtype=torch.float64)
+
+
+def fit_stem(
+    stem: TwoSidedStem,
+    batches: Callable[[], Iterable[torch.Tensor]],
+    *,
+    total: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    device: torch.device | str = "cpu",
+) -> StemFit:
+    """Set ``stem``'s matrices to the data-fitted unmixing of the arrays ``batches`` yields.
+
+    The ``fitted`` stem's start (see the module notes): ``L0 = c D_{d_L} U^T`` and
+    ``R0 = c V E_{d_R}`` from the principal axes of the row and column second moments, scaled
+    so that the output's mean square on these arrays equals the resize stem's. Give it the
+    standardised *training* arrays only: whatever it reads shapes the start.
+
+    Where a side has fewer than ``s`` usable axes (the ``svd`` preset's n x k factor with
+    ``k < s``; the ``m - k`` null axes of ``multistage``'s ``E[Y^T Y]``), the ``d`` fitted axes
+    are stretched over the ``s`` outputs by the resize ``D_d`` / ``E_d``, the way the resize stem
+    stretches the factor's k columns: every output row and column reads data (none is zero or a
+    copy of a null axis), and when ``d = s`` the resize is the identity.
+
+    Parameters
+    ----------
+    stem : TwoSidedStem
+        The stem to set (its shape decides ``n``, ``m`` and ``s``); changed in place.
+    batches : callable
+        Returns an iterable of ``(B, 1, n, m)`` arrays; called twice (the moments, then the
+        scale), so it must yield the same arrays each time. Memory stays at one batch and the
+        ``n x n`` and ``m x m`` sums.
+    total : callable, optional
+        Sums a float64 tensor over the processes of a distributed run (every process passes
+        its own part of the arrays and ends with the same start); ``None`` when alone.
+    device : torch.device or str, default "cpu"
+        Where the float64 sums and ``eigh`` run.
+
+    Returns
+    -------
+    StemFit
+        The axes used on each side and the mean squares.
+
+    Raises
+    ------
+    LoadError
+        No arrays, or arrays that are all zero.
+    ValueError
+        Arrays of another shape than the stem reads.
+
+    Examples
+    --------
+    On rank-2 arrays whose columns lie in a 2-d subspace, the right start has 2 axes and is
+    stretched to the 4 outputs:
+
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> y = torch.randn(50, 1, 8, 2, generator=g) @ torch.randn(2, 6, generator=g)
+    >>> stem = create_stem("fitted", in_shape=(8, 6), size=4)
+    >>> fit = fit_stem(stem, lambda: y.split(16))
+    >>> fit.left_axes, fit.right_axes, fit.count
+    (4, 2, 50)
+    >>> resize = create_stem("resize", in_shape=(8, 6), size=4)
+    >>> with torch.no_grad():
+    ...     ratio = stem(y).square().mean() / resize(y).square().mean()
+    >>> round(float(ratio), 5)
+    1.0
+    """
+    n, m = stem.in_shape
+    s = stem.size
+    device = torch.device(device)
+    add = total if total is not None else (lambda t: t)
+    rows = torch.zeros(n, n, dtype=torch.float64, device=device)
+    cols = torch.zeros(m, m, dtype=torch.float64, device=device)
+    count = 0
+    for x in batches():
+        y = _read(x, stem.in_shape, device)
+        across = y.transpose(0, 1).reshape(n, -1)  # the batch's rows side by side: n x (B m)
+        rows += across @ across.T
+        stacked = y.reshape(-1, m)  # the batch's rows stacked: (B n) x m
+        cols += stacked.T @ stacked
+        count += len(y)
+    sums = add(torch.cat([rows.flatten(), cols.flatten(), rows.new_tensor([count])]))
+    count = int(round(float(sums[-1])))
+    if count == 0:
+        raise LoadError("no training arrays to fit the stem on")
+    rows, cols = sums[: n * n].view(n, n) / count, sums[n * n : -1].view(m, m) / count
+    left_axes = _principal_axes(rows, most=s)  # n x d_L
+    right_axes = _principal_axes(cols, most=s)  # m x d_R
+    d_left, d_right = left_axes.shape[1], right_axes.shape[1]
+    left = resize_matrix(d_left, s).to(rows) @ left_axes.T
+    right = right_axes @ resize_matrix(d_right, s).to(cols).T
+
+    resize_left = resize_matrix(n, s).to(rows)
+    resize_right = resize_matrix(m, s).to(cols).T
+    squares = torch.zeros(2, dtype=torch.float64, device=device)
+    for x in batches():
+        y = _read(x, stem.in_shape, device)
+        squares[0] += (left @ y @ right).square().sum()
+        squares[1] += (resize_left @ y @ resize_right).square().sum()
+    fitted_ms, resize_ms = (float(v) for v in add(squares) / (count * s * s))
+    if not (fitted_ms > 0 and resize_ms > 0):
+        raise LoadError("the training arrays are all zero: no axes to fit a stem on")
+    # The same factor on both sides keeps L and R at comparable norms, as the resize's are, so
+    # that neither side's learning rate is effectively scaled against the other's.
+    side = (resize_ms / fitted_ms) ** 0.25
+    with torch.no_grad():
+        stem.left.copy_(left * side)
+        stem.right.copy_(right * side)
+    return StemFit(
+        left_axes=d_left, right_axes=d_right, count=count, resize_mean_square=resize_ms,
+        scale=side * side,
+    )
 
 
 def stem_alignment(

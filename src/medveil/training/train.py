@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from medveil.errors import RunError
 from medveil.machine import resolve_device
@@ -41,6 +41,7 @@ from medveil.training.distributed import Cluster, joined
 from medveil.training.epochs import Clock, EpochStats, LoopState, evaluate_loss, train_epoch
 from medveil.training.models import create_model, get_spec
 from medveil.training.optim import make_optimizer, make_scheduler, warmup_epochs
+from medveil.training.stems import fit_stem, get_stem_spec
 
 __all__ = ["EpochStats", "ProgressEvent", "TrainConfig", "TrainResult", "train"]
 
@@ -160,6 +161,27 @@ def train(
         )
 
 
+def _fit_start(
+    model: torch.nn.Module, train_set: Dataset[Any], *, config: TrainConfig, cluster: Cluster,
+    device: torch.device,
+) -> None:
+    """Start a fitted stem (:func:`medveil.training.stems.fit_stem`) on the training split.
+
+    Each process reads its own part of the split and the sums are all-reduced, so every process
+    computes the same start from the whole split (and DDP then broadcasts process 0's
+    parameters anyway). The loader draws its base seed from its own generator, not the global
+    RNG, so the backbone's dropout draws are those of a run with another stem.
+    """
+    loader = DataLoader(
+        cluster.shard(train_set), batch_size=config.batch_size * 2,
+        num_workers=config.num_workers, generator=torch.Generator(),
+    )
+    fit_stem(
+        model.stem, lambda: (x for x, _ in loader), total=cluster.sum_tensor,
+        device=device if device.type == "cuda" else "cpu",  # float64 eigh: not on MPS
+    )
+
+
 def _train(
     data: DataSource | str | Path,
     *,
@@ -214,6 +236,9 @@ def _train(
             config.model, num_classes=len(source.classes), input_size=config.input_size,
             weights=config.weights, stem=config.stem, in_shape=prepared.in_shape,
         ).to(device)
+        if checkpoint is None and get_stem_spec(config.stem).fitted:
+            # A resumed run's stem comes from its checkpoint: the fit is its first epoch's start.
+            _fit_start(model, prepared.sets["train"], config=config, cluster=cluster, device=device)
         if cluster.rank:  # the other processes' own dropout draws
             torch.manual_seed(cluster.rng_seed(config.seed))
         optimizer = make_optimizer(model, config)
