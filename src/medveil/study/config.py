@@ -32,12 +32,11 @@ import yaml
 from medveil.errors import ConfigError
 from medveil.keys import NAMED_SETTINGS, Preset, SchemeParams
 from medveil.privacy import PrivacyConfig
+from medveil.study.presets import DEFAULT_PRESETS, PRESET_NAMES, recorded_presets
 from medveil.synthetic import DATASETS
 from medveil.training.train import TrainConfig
 
 __all__ = [
-    "DEFAULT_PRESETS",
-    "PRESET_NAMES",
     "ConfigError",
     "DataConfig",
     "EfficiencyConfig",
@@ -47,30 +46,7 @@ __all__ = [
     "SweepConfig",
     "TrainingStudyConfig",
     "load_config",
-    "recorded_presets",
 ]
-
-#: What ``presets`` may name: the two schemes of the method and the library's named settings.
-PRESET_NAMES: tuple[str, ...] = (*(str(p) for p in Preset), *NAMED_SETTINGS)
-#: The presets a new study runs: the prior scheme, the method's default and ``private``.
-DEFAULT_PRESETS: tuple[str, ...] = ("svd", "multistage", "private")
-#: The presets of a study whose ``config.yaml`` predates the ``presets`` field.
-_UNRECORDED_PRESETS: tuple[str, ...] = ("svd", "multistage")
-
-
-def recorded_presets(saved: dict[str, Any]) -> tuple[str, ...]:
-    """The presets a study ran, from its saved ``config.yaml`` (read as a mapping).
-
-    A study saved before the configuration had ``presets`` ran ``svd`` and ``multistage``.
-
-    Examples
-    --------
-    >>> recorded_presets({"presets": ["svd", "private"]})
-    ('svd', 'private')
-    >>> recorded_presets({"seed": 0})
-    ('svd', 'multistage')
-    """
-    return tuple(saved.get("presets", _UNRECORDED_PRESETS))
 
 
 def _require(condition: bool, name: str, message: str) -> None:
@@ -134,7 +110,7 @@ class ObfuscationConfig(SchemeParams):
         )
 
     def scheme(self, preset: Preset | str) -> SchemeParams:
-        """The parameters of the study's key for ``preset`` (a name in :data:`PRESET_NAMES`).
+        """The parameters of the study's key for ``preset`` (a name in ``PRESET_NAMES``).
 
         Examples
         --------

@@ -17,7 +17,8 @@ import pandas as pd
 from medveil.atomic import atomic_write_bytes, atomic_write_json
 from medveil.errors import StudyError
 from medveil.study.claims import thesis_claims
-from medveil.study.config import ConfigError, recorded_presets
+from medveil.study.config import ConfigError
+from medveil.study.presets import recorded_presets
 
 __all__ = ["STEPS", "collect_metrics"]
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 import medveil
 from medveil.atomic import atomic_write_bytes, atomic_write_json
@@ -49,9 +50,10 @@ from medveil.obfuscate import obfuscate_dataset
 from medveil.obfuscator import Obfuscator
 from medveil.outputs import mark_output
 from medveil.privacy import run_privacy
-from medveil.study.config import DEFAULT_PRESETS, ConfigError, StudyConfig
+from medveil.study.config import ConfigError, StudyConfig
 from medveil.study.efficiency import stage_timings
 from medveil.study.metrics import STEPS
+from medveil.study.presets import resumed_presets
 from medveil.study.report import write_report
 from medveil.synthetic.write import write_dataset
 from medveil.training import evaluate, sweep_rank, train
@@ -94,10 +96,9 @@ class _Run:
                     f"{self.dir}: folder is not empty and is not a medveil study; choose a new "
                     "folder"
                 )
-            saved = self._saved_config(config_path)
-            if saved is not None and self._predates_presets(config_path, saved):
-                # Resumed as it was run: the presets added to the defaults since are not added.
-                self.config = replace(self.config, presets=saved.presets)
+            if (saved := self._saved_config(config_path)) is not None:
+                data = yaml.safe_load(config_path.read_text()) or {}
+                self.config = replace(self.config, presets=resumed_presets(data, self.config.presets))
             if saved != self.config:
                 raise StudyError(
                     f"{self.dir}: this study was started with a different configuration "
@@ -126,20 +127,10 @@ class _Run:
     def _saved_config(saved: Path) -> StudyConfig | None:
         """The configuration a study was started with, read as a configuration (so that a
         setting added to medveil since, at its default, is no change); ``None`` if unreadable."""
-        import yaml
-
         try:
             return StudyConfig.from_saved(yaml.safe_load(saved.read_text()) or {})
         except (OSError, yaml.YAMLError, ConfigError):
             return None
-
-    def _predates_presets(self, saved_path: Path, saved: StudyConfig) -> bool:
-        """Whether the saved study predates ``presets`` and this run asks for the default
-        presets (not for a list of its own), so that it resumes with the presets it ran."""
-        import yaml
-
-        data = yaml.safe_load(saved_path.read_text()) or {}
-        return "presets" not in data and self.config.presets == DEFAULT_PRESETS
 
     def _differences(self, saved: Path) -> str:
         old = self._saved_config(saved)
@@ -401,9 +392,8 @@ def run_study(
     config : StudyConfig
         The resolved configuration (:func:`medveil.study.load_config`).
     run_dir : str or Path
-        The run folder: new, empty, or a study started with the same configuration (one
-        started before ``presets`` existed resumes with the ``svd`` and ``multistage`` it ran,
-        unless ``config`` names other presets).
+        The run folder: new, empty, or a study started with the same configuration (presets
+        as :func:`~medveil.study.presets.resumed_presets` says).
     keys_dir : str or Path
         Folder for the study's key files, one per preset (created owner-only); must not lie
         inside ``run_dir`` or any other medveil output.
