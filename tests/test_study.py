@@ -6,6 +6,7 @@ import dataclasses
 import enum
 import json
 import re
+import shutil
 import stat
 import typing
 from pathlib import Path
@@ -79,6 +80,10 @@ def test_defaults_and_quick_profile_are_valid() -> None:
         ("privacy.attacks=[lbb]", "privacy.attacks: unknown attack 'lbb'"),
         ("sweep.ranks=[300]", "sweep.ranks: rank 300 exceeds obfuscation.size=224"),
         ("device=tpu", "device: must be auto, cpu or cuda, got 'tpu'"),
+        ("presets=[svd,secret]",
+         "presets: unknown preset 'secret'; valid: svd, multistage, private, balanced, dp-svd"),
+        ("presets=[private,private]", "presets: 'private' is named more than once"),
+        ("presets=[]", "presets: must name at least one preset"),
         ("training=3", "training: must be a mapping of fields, got 3"),
         ("epochs", "an override is SECTION.FIELD=VALUE"),
     ],
@@ -143,8 +148,10 @@ def test_every_library_parameter_is_reachable_with_set(section: str, name: str) 
     if name == "preset":
         # Not a key: the study draws one key per preset, the svd one for stage 1 only.
         config = load_config()
+        assert config.presets == ("svd", "multistage", "private")
         assert config.scheme(Preset.SVD) == SchemeParams.for_preset(Preset.SVD)
         assert config.scheme(Preset.MULTISTAGE) == SchemeParams()
+        assert config.scheme("private") == SchemeParams.for_preset("private")
         return
     if where == "training.models":
         text = f"[{text}]"
@@ -256,7 +263,9 @@ def test_study_writes_every_output_and_keeps_keys_apart(study) -> None:
     assert not list(run_dir.rglob("*.key"))
     info = json.loads((run_dir / "study.json").read_text())
     keys = sorted(keys_dir.glob("*.key"))
-    assert len(keys) == 2
+    assert [p.name for p in keys] == [
+        f"study-{info['run_id']}-{preset}.key" for preset in ("multistage", "private", "svd")
+    ]
     for path in keys:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert info["run_id"] in path.name
@@ -269,16 +278,20 @@ def test_metrics_hold_every_table(study) -> None:
     run_dir, _, config = study
     metrics = json.loads((run_dir / "metrics.json").read_text())
     utility = metrics["utility"]
-    assert {(r["scheme"], r["model"]) for r in utility} == {
-        (s, "smallcnn") for s in ("plaintext", "svd", "multistage")
-    }
+    assert [(r["scheme"], r["model"]) for r in utility] == [
+        (s, "smallcnn") for s in ("plaintext", "svd", "multistage", "private")
+    ]
+    assert metrics["presets"] == ["svd", "multistage", "private"]
     assert all(0 <= r["accuracy"] <= 1 and r["test_images"] > 0 for r in utility)
     assert [r["rank"] for r in metrics["sweep"]] == [2, 8]
     attacks = {(r["preset"], r["attack"]) for r in metrics["privacy"]}
     assert ("svd", "public_basis") in attacks and ("multistage", "lba") in attacks
     assert ("multistage", "mda") in attacks and ("multistage", "reid") in attacks
     stages = {(r["preset"], r["stage"]) for r in metrics["efficiency"]}
-    assert stages >= {("svd", "truncation"), ("multistage", "projection"), ("multistage", "total")}
+    assert stages >= {("svd", "truncation"), ("multistage", "projection"), ("multistage", "total"),
+                      ("private", "projection"), ("private", "total")}
+    assert ("private", "quantization") not in stages  # private switches quantization off
+    assert ("private", "reid") in attacks and ("private", "mean_image") in attacks
     assert all(r["ms_per_image"] > 0 for r in metrics["efficiency"])
     assert [s["step"] for s in metrics["steps"]] == [
         "data", "keys", "obfuscate", "pipeline", "efficiency", "train", "sweep", "privacy"
@@ -304,13 +317,13 @@ def test_report_tradeoff_points_come_from_the_metrics(study) -> None:
     text = (run_dir / "report.html").read_text()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     table = _section(text, "tradeoff")
-    assert table.count("<tr>") == 3  # header, svd, multistage
+    assert table.count("<tr>") == 4  # header, svd, multistage, private
 
     def a1(preset: str, attack: str, column: str) -> float:
         return next(r[column] for r in metrics["privacy"]
                     if (r["preset"], r["attack"], r["threat"]) == (preset, attack, "A1"))
 
-    for preset in ("svd", "multistage"):
+    for preset in ("svd", "multistage", "private"):
         row = re.search(rf'<td class="l">{preset}</td>(.*?)</tr>', table, re.S).group(1)
         accuracy = next(r["accuracy"] for r in metrics["utility"] if r["scheme"] == preset)
         above = a1(preset, "nearest_public", "ssim_mean") - a1(preset, "mean_image", "ssim_mean")
@@ -335,7 +348,7 @@ def test_report_tables_match_the_metrics(study) -> None:
         # plaintext.
         assert row["stem"] == ("resize" if row["scheme"] == "plaintext" else "linear")
         assert f'<td class="l">{row["stem"]}</td>' in detail
-    for preset in ("svd", "multistage"):
+    for preset in ("svd", "multistage", "private"):
         table = _section(text, f"privacy-{preset}")
         rows = [r for r in metrics["privacy"] if r["preset"] == preset]
         assert table.count("<tr>") == len(rows) + 1
@@ -419,7 +432,7 @@ def test_utility_rows_are_the_accuracy_of_each_run_on_its_test_split(study) -> N
     run_dir, _, _ = study
     metrics = json.loads((run_dir / "metrics.json").read_text())
     data = {"plaintext": next((run_dir / "data").iterdir())}
-    data.update({s: run_dir / "stores" / s for s in ("svd", "multistage")})
+    data.update({s: run_dir / "stores" / s for s in ("svd", "multistage", "private")})
     for row in metrics["utility"]:
         folder = run_dir / "train" / row["scheme"] / row["model"]
         trained = load_run(folder)
@@ -429,3 +442,94 @@ def test_utility_rows_are_the_accuracy_of_each_run_on_its_test_split(study) -> N
         guessed = trained.probabilities(table.arrays(indices)).argmax(axis=1)
         assert row["test_images"] == len(indices)
         assert row["accuracy"] == pytest.approx(np.mean(guessed == table.labels[indices]))
+
+
+def test_the_private_preset_gets_its_own_key_store_and_report_point(study) -> None:
+    from medveil.keys import Key
+    from medveil.store import ObfuscatedStore
+
+    run_dir, keys_dir, config = study
+    info = json.loads((run_dir / "study.json").read_text())
+    path = keys_dir / f"study-{info['run_id']}-private.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    key = Key.load(path)
+    # The study's obfuscation parameters with the named setting's in their place.
+    params = key.params
+    assert (str(params.preset), params.size, params.rank) == ("multistage", 32, 8)
+    assert (params.dp_epsilon, params.bits, params.noise) == (2.0, None, 0.0)
+    assert (params.left, params.right, params.width, params.clip_percentile) == (
+        config.obfuscation.left, config.obfuscation.right, config.obfuscation.width,
+        config.obfuscation.clip_percentile,
+    )
+    assert key.is_calibrated and key.calibration.images == config.obfuscation.calibration_images
+    assert info["keys"]["private"] == key.fingerprint
+    assert ObfuscatedStore(run_dir / "stores" / "private").key_fingerprint == key.fingerprint
+    assert key.fingerprint not in {info["keys"]["svd"], info["keys"]["multistage"]}
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["key_params"]["private"] == params.to_dict()
+    text = (run_dir / "report.html").read_text()
+    row = re.search(r'<td class="l">private</td>(.*?)</tr>', _section(text, "params-table"), re.S)
+    # bits off, eta 0, DP epsilon 2, then the projections (no Python None in the page).
+    assert re.findall(r"<td>(.*?)</td>", row.group(1))[:7] == [
+        "32", "8", "off", "0.0", "2.0", "orthogonal", "gaussian"
+    ]
+    assert "None" not in text
+    assert re.search(r'<td class="l">private</td>', _section(text, "tradeoff"))
+    assert "<h3>private preset</h3>" in text
+
+
+def test_a_study_recorded_before_presets_resumes_with_its_two(study, tmp_path: Path) -> None:
+    # An older study: config.yaml without `presets`, keys, stores and results for svd and
+    # multistage only. Rerun with the default presets, it resumes as it was run.
+    run_dir, keys_dir, config = study
+    old_run, old_keys = tmp_path / "run", tmp_path / "keys"
+    shutil.copytree(run_dir, old_run)
+    shutil.copytree(keys_dir, old_keys)
+    info = json.loads((old_run / "study.json").read_text())
+    (old_keys / f"study-{info['run_id']}-private.key").unlink()
+    del info["keys"]["private"]
+    (old_run / "study.json").write_text(json.dumps(info))
+    saved = yaml.safe_load((old_run / "config.yaml").read_text())
+    del saved["presets"]
+    (old_run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    for folder in ("stores", "train", "privacy"):
+        shutil.rmtree(old_run / folder / "private")
+    steps = json.loads((old_run / "steps.json").read_text())
+    del steps["efficiency"]  # a step left to do, which loops over the presets
+    (old_run / "steps.json").write_text(json.dumps(steps))
+
+    result = run_study(config, run_dir=old_run, keys_dir=old_keys)
+    assert config.presets == ("svd", "multistage", "private")
+    assert result.metrics["presets"] == ["svd", "multistage"]
+    assert sorted(p.name for p in old_keys.iterdir()) == [
+        f"study-{info['run_id']}-{preset}.key" for preset in ("multistage", "svd")
+    ]
+    assert not (old_run / "stores" / "private").exists()
+    timings = json.loads((old_run / "metrics" / "stage_timings.json").read_text())
+    assert list(dict.fromkeys(r["preset"] for r in timings)) == ["svd", "multistage"]
+    assert _section((old_run / "report.html").read_text(), "tradeoff").count("<tr>") == 3
+    assert "presets" not in yaml.safe_load((old_run / "config.yaml").read_text())
+    # Asking for other presets than it ran is a change of configuration.
+    with pytest.raises(StudyError, match="changed: presets"):
+        run_study(load_config(quick=True, overrides=[*TINY, "presets=[svd,private]"]),
+                  run_dir=old_run, keys_dir=old_keys)
+
+
+def test_claims_on_a_preset_the_study_left_out_say_not_run() -> None:
+    from medveil.study.claims import thesis_claims
+
+    metrics = {
+        "utility": [{"scheme": "plaintext", "model": "smallcnn", "accuracy": 0.9},
+                    {"scheme": "private", "model": "smallcnn", "accuracy": 0.7}],
+        "privacy": [{"preset": "private", "attack": "lba", "threat": "A1", "ssim_mean": 0.01,
+                     "psnr_unclipped_mean": -3.0}],
+    }
+    claims = thesis_claims(metrics)
+    assert [(c["claim"], c["ours"], c["met"]) for c in claims] == [
+        ("smallcnn accuracy on multistage", "not run", None),
+        ("Leading Bit Attack: mean SSIM on multistage", "not run", None),
+        ("Leading Bit Attack: PSNR (unclipped) on multistage", "not run", None),
+        ("Minimum Difference Attack: mean SSIM on multistage", "not run", None),
+        ("Minimum Difference Attack: PSNR (unclipped) on multistage", "not run", None),
+        ("public-basis attack: svd reconstructed better than multistage", "not run", None),
+    ]

@@ -1,6 +1,7 @@
 """The study: one command runs the whole experiment and writes an HTML report.
 
 - :mod:`~medveil.study.config`: the typed, validated configuration (YAML, ``--quick``, overrides);
+- :mod:`~medveil.study.presets`: the presets a study may run, its default, those a saved run ran;
 - :mod:`~medveil.study.run`: the resumable steps (data, keys, obfuscation, training, rank sweep,
   attacks, timings);
 - :mod:`~medveil.study.metrics`: the step names and the numbers gathered from a run folder;

@@ -30,8 +30,9 @@ from typing import Any, ClassVar, get_args, get_origin, get_type_hints
 import yaml
 
 from medveil.errors import ConfigError
-from medveil.keys import Preset, SchemeParams
+from medveil.keys import NAMED_SETTINGS, Preset, SchemeParams
 from medveil.privacy import PrivacyConfig
+from medveil.study.presets import DEFAULT_PRESETS, PRESET_NAMES, recorded_presets
 from medveil.synthetic import DATASETS
 from medveil.training.train import TrainConfig
 
@@ -89,14 +90,15 @@ class DataConfig:
 class ObfuscationConfig(SchemeParams):
     """The ``multistage`` key's :class:`~medveil.keys.SchemeParams`, and its calibration.
 
-    The study draws one key per preset: ``multistage`` with these parameters, ``svd`` (stage 1
-    only) with the same ``size``, ``rank``, ``solver`` and ``block_size`` (unused by stage 1,
-    but bounded by ``size``). The multistage key is calibrated on
-    ``calibration_images`` training images.
+    The study draws one key per entry of ``presets`` (:meth:`scheme`): ``multistage`` with
+    these parameters; ``svd`` (stage 1 only) with the same ``size``, ``rank``, ``solver`` and
+    ``block_size`` (unused by stage 1, but bounded by ``size``); a named setting
+    (:data:`medveil.keys.NAMED_SETTINGS`) with these parameters and the setting's own in their
+    place. The keys that need it are calibrated on ``calibration_images`` training images.
     """
 
     #: Fields the study sets itself, and where from.
-    STUDY_SETS: ClassVar[dict[str, str]] = {"preset": "one key per preset, svd and multistage"}
+    STUDY_SETS: ClassVar[dict[str, str]] = {"preset": "one key per entry of presets"}
 
     calibration_images: int = 512
 
@@ -108,13 +110,26 @@ class ObfuscationConfig(SchemeParams):
         )
 
     def scheme(self, preset: Preset | str) -> SchemeParams:
-        """The parameters of the study's key for ``preset``."""
-        if Preset(preset) is Preset.SVD:
+        """The parameters of the study's key for ``preset`` (a name in ``PRESET_NAMES``).
+
+        Examples
+        --------
+        >>> params = ObfuscationConfig(size=64, rank=8).scheme("private")
+        >>> str(params.preset), params.size, params.rank, params.bits, params.dp_epsilon
+        ('multistage', 64, 8, None, 2.0)
+        """
+        if preset == Preset.SVD:
             return SchemeParams.for_preset(
                 Preset.SVD, size=self.size, rank=self.rank, solver=self.solver,
                 block_size=self.block_size,
             )
-        return SchemeParams(**{f.name: getattr(self, f.name) for f in fields(SchemeParams)})
+        own = {f.name: getattr(self, f.name) for f in fields(SchemeParams) if f.name != "preset"}
+        if preset in NAMED_SETTINGS:
+            setting = NAMED_SETTINGS[str(preset)]
+            return SchemeParams.for_preset(
+                str(preset), **{k: v for k, v in own.items() if k not in setting}
+            )
+        return SchemeParams(preset=Preset(preset), **own)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,10 +210,24 @@ class StudyConfig:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     privacy: PrivacyStudyConfig = field(default_factory=PrivacyStudyConfig)
     efficiency: EfficiencyConfig = field(default_factory=EfficiencyConfig)
+    presets: tuple[str, ...] = DEFAULT_PRESETS
     seed: int = 0
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        _require(len(self.presets) >= 1, "presets", "must name at least one preset")
+        for name in self.presets:
+            _require(
+                name in PRESET_NAMES, "presets",
+                f"unknown preset '{name}'; valid: {', '.join(PRESET_NAMES)}",
+            )
+            _require(
+                self.presets.count(name) == 1, "presets", f"'{name}' is named more than once"
+            )
+            try:
+                self.scheme(name)
+            except ConfigError as exc:
+                raise ConfigError(f"{name}: {exc}", field="presets") from None
         _require(self.seed >= 0, "seed", f"must be non-negative, got {self.seed}")
         _require(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
@@ -250,6 +279,12 @@ class StudyConfig:
     def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
         """Build and validate; a :class:`ConfigError` names the first bad field."""
         return _build(cls, data, prefix="")
+
+    @classmethod
+    def from_saved(cls, data: dict[str, Any]) -> StudyConfig:
+        """The configuration a study saved in its ``config.yaml``: as :meth:`from_dict`, with
+        the presets it ran (:func:`recorded_presets`) where it predates ``presets``."""
+        return cls.from_dict({**data, "presets": list(recorded_presets(data))})
 
 
 #: The ``--quick`` profile: the whole study on the embedded data in a few minutes on 2 cores.

@@ -16,14 +16,13 @@ import pandas as pd
 
 from medveil.atomic import atomic_write_bytes, atomic_write_json
 from medveil.errors import StudyError
-from medveil.keys import Preset
 from medveil.study.claims import thesis_claims
 from medveil.study.config import ConfigError
+from medveil.study.presets import recorded_presets
 
-__all__ = ["PRESETS", "STEPS", "collect_metrics"]
+__all__ = ["STEPS", "collect_metrics"]
 
 STEPS = ("data", "keys", "obfuscate", "pipeline", "efficiency", "train", "sweep", "privacy")
-PRESETS = (Preset.SVD, Preset.MULTISTAGE)
 
 
 def _read_json(path: Path) -> Any:
@@ -35,9 +34,11 @@ def _read_json(path: Path) -> Any:
         raise StudyError(f"{path}: unreadable ({exc})") from None
 
 
-def _utility_rows(run_dir: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
+def _utility_rows(
+    run_dir: Path, config: dict[str, Any], presets: tuple[str, ...]
+) -> list[dict[str, Any]]:
     rows = []
-    for scheme in ("plaintext", *(str(p) for p in PRESETS)):
+    for scheme in ("plaintext", *presets):
         for model in config["training"]["models"]:
             folder = run_dir / "train" / scheme / model
             scores = _read_json(folder / "evaluation" / "metrics.json")
@@ -58,12 +59,13 @@ def _utility_rows(run_dir: Path, config: dict[str, Any]) -> list[dict[str, Any]]
     return rows
 
 
-def _privacy_rows(run_dir: Path) -> list[dict[str, Any]]:
+def _privacy_rows(run_dir: Path, presets: tuple[str, ...]) -> list[dict[str, Any]]:
     rows = []
-    for preset in PRESETS:
-        summary = _read_json(run_dir / "privacy" / str(preset) / "summary.json")
+    for preset in presets:
+        summary = _read_json(run_dir / "privacy" / preset / "summary.json")
         for row in summary["summary"]:
-            rows.append({"preset": str(preset), **row})
+            # The study's name for the key (``private``), not the scheme it records (multistage).
+            rows.append({**row, "preset": preset})
     return rows
 
 
@@ -95,18 +97,20 @@ def collect_metrics(run_dir: str | Path) -> dict[str, Any]:
     info = _read_json(run_dir / "study.json")
     steps = _read_json(run_dir / "steps.json") if (run_dir / "steps.json").is_file() else {}
     sweep_csv = run_dir / "sweep" / "accuracy_vs_rank.csv"
+    presets = recorded_presets(config)
     metrics: dict[str, Any] = {
         "study": info,
         "config": config,
+        "presets": list(presets),
         "steps": [{"step": name, "seconds": steps[name]} for name in STEPS if name in steps],
         "obfuscation": _read_json(run_dir / "metrics" / "obfuscation.json"),
         "efficiency": _read_json(run_dir / "metrics" / "stage_timings.json"),
-        "utility": _utility_rows(run_dir, config),
+        "utility": _utility_rows(run_dir, config, presets),
         "sweep": pd.read_csv(sweep_csv).to_dict(orient="records") if sweep_csv.is_file() else [],
-        "privacy": _privacy_rows(run_dir),
+        "privacy": _privacy_rows(run_dir, presets),
         "key_params": {
-            str(p): _read_json(run_dir / "privacy" / str(p) / "summary.json")["info"]["params"]
-            for p in PRESETS
+            p: _read_json(run_dir / "privacy" / p / "summary.json")["info"]["params"]
+            for p in presets
         },
     }
     metrics["claims"] = thesis_claims(metrics)

@@ -129,12 +129,17 @@ def _claims_section(metrics: dict[str, Any]) -> str:
     )
 
 
+def _param(value: Any) -> str:
+    """A key parameter as a cell: ``off`` for a stage switched off (``None``)."""
+    return "off" if value is None else _e(value)
+
+
 def _pipeline_section(run_dir: Path, metrics: dict[str, Any]) -> str:
     rows = []
     for preset, params in metrics["key_params"].items():
         rows.append((
-            _e(preset), _e(params.get("size")), _e(params.get("rank")), _e(params.get("bits")),
-            _e(params.get("noise")), _e(params.get("left")), _e(params.get("right")),
+            _e(preset), *(_param(params.get(name)) for name in (
+                "size", "rank", "bits", "noise", "dp_epsilon", "left", "right")),
             _e(metrics["study"]["keys"].get(preset, "")),
         ))
     return (
@@ -142,9 +147,12 @@ def _pipeline_section(run_dir: Path, metrics: dict[str, Any]) -> str:
         '<p class="note">One image per class. The rank-k approximation is the custodian\'s '
         "view (it needs the image's own right singular vectors); the recipient of the data "
         "sees only the <em>output</em> columns.</p>"
-        + _image(run_dir / "figures" / "pipeline.png", "pipeline on example images")
-        + _table(("preset", "n", "k", "bits", "eta", "R_L", "R_R", "key fingerprint"), rows,
-                 left=1, table_id="params-table")
+        + (_image(run_dir / "figures" / "pipeline.png", "pipeline on example images")
+           if {"svd", "multistage"} <= set(metrics["presets"]) else
+           '<p class="note">(No figure: it sets the <code>multistage</code> stages beside the '
+           "<code>svd</code> output, and this run's presets leave one of them out.)</p>")
+        + _table(("preset", "n", "k", "bits", "eta", "DP epsilon", "R_L", "R_R",
+                  "key fingerprint"), rows, left=1, table_id="params-table")
         + "</section>"
     )
 
@@ -234,7 +242,7 @@ def _privacy_section(run_dir: Path, metrics: dict[str, Any]) -> str:
         "it scores above that row.</p>",
         _attack_legend(metrics["privacy"]),
     ]
-    for preset in ("svd", "multistage"):
+    for preset in metrics["presets"]:
         summary = PrivacySummary.from_records(r for r in metrics["privacy"] if r["preset"] == preset)
         parts += [f"<h3>{_e(preset)} preset</h3>", summary.to_html(table_id=f"privacy-{preset}")]
     parts += [
@@ -247,7 +255,7 @@ def _privacy_section(run_dir: Path, metrics: dict[str, Any]) -> str:
             + _image(run_dir / "privacy" / preset / "examples.png",
                      f"example reconstructions, {preset}")
             + "</div>"
-            for preset in ("svd", "multistage")
+            for preset in metrics["presets"]
         ),
         "</div></section>",
     ]
@@ -292,7 +300,7 @@ def _efficiency_section(metrics: dict[str, Any]) -> str:
     throughput = [
         (_e(p), _e(sum(v["images"].values())), _num(v["seconds"], 1),
          _num(v["images_per_second"], 0), _e(v["skipped"]))
-        for p, v in sorted(metrics["obfuscation"].items(), key=lambda item: item[0] != "svd")
+        for p, v in metrics["obfuscation"].items()
     ]
     steps = [(_e(s["step"]), _num(s["seconds"], 1)) for s in metrics["steps"]]
     total = sum(s["seconds"] for s in metrics["steps"])

@@ -11,7 +11,7 @@ Run folder::
     study.json           run id, versions, machine, dataset, key fingerprints
     steps.json           wall time of every finished step
     data/<name>/         the embedded synthetic data set (when no dataset is given)
-    stores/<preset>/     the obfuscated stores
+    stores/<preset>/     the obfuscated stores, one per entry of ``presets``
     train/<scheme>/<model>/   training runs, each with evaluation/
     sweep/               accuracy against k (runs, CSV, PNG)
     privacy/<preset>/    the attack suite's results and example reconstructions
@@ -28,13 +28,14 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 import medveil
 from medveil.atomic import atomic_write_bytes, atomic_write_json
@@ -51,7 +52,8 @@ from medveil.outputs import mark_output
 from medveil.privacy import run_privacy
 from medveil.study.config import ConfigError, StudyConfig
 from medveil.study.efficiency import stage_timings
-from medveil.study.metrics import PRESETS, STEPS
+from medveil.study.metrics import STEPS
+from medveil.study.presets import resumed_presets
 from medveil.study.report import write_report
 from medveil.synthetic.write import write_dataset
 from medveil.training import evaluate, sweep_rank, train
@@ -94,7 +96,10 @@ class _Run:
                     f"{self.dir}: folder is not empty and is not a medveil study; choose a new "
                     "folder"
                 )
-            if self._saved_config(config_path) != self.config:
+            if (saved := self._saved_config(config_path)) is not None:
+                data = yaml.safe_load(config_path.read_text()) or {}
+                self.config = replace(self.config, presets=resumed_presets(data, self.config.presets))
+            if saved != self.config:
                 raise StudyError(
                     f"{self.dir}: this study was started with a different configuration "
                     f"({self._differences(config_path)}); rerun with the same settings to "
@@ -122,10 +127,8 @@ class _Run:
     def _saved_config(saved: Path) -> StudyConfig | None:
         """The configuration a study was started with, read as a configuration (so that a
         setting added to medveil since, at its default, is no change); ``None`` if unreadable."""
-        import yaml
-
         try:
-            return StudyConfig.from_dict(yaml.safe_load(saved.read_text()) or {})
+            return StudyConfig.from_saved(yaml.safe_load(saved.read_text()) or {})
         except (OSError, yaml.YAMLError, ConfigError):
             return None
 
@@ -147,7 +150,7 @@ class _Run:
     def finish_step(self, name: str, seconds: float) -> None:
         atomic_write_json(self.steps_path, {**self.steps(), name: seconds})
 
-    def key_path(self, preset: Preset) -> Path:
+    def key_path(self, preset: str) -> Path:
         return self.keys_dir / f"study-{self.info['run_id']}-{preset}.key"
 
 
@@ -198,9 +201,9 @@ def _step_data(run: _Run, say: Callable[[str], None]) -> None:
     )
 
 
-def _load_key(run: _Run, preset: Preset) -> Key:
+def _load_key(run: _Run, preset: str) -> Key:
     path = run.key_path(preset)
-    expected = run.info["keys"].get(str(preset))
+    expected = run.info["keys"].get(preset)
     if not path.is_file():
         raise StudyError(
             f"{path}: the {preset} key of this study is missing from the keys folder; without "
@@ -217,11 +220,11 @@ def _step_keys(run: _Run, say: Callable[[str], None]) -> None:
     ensure_key_folder(run.keys_dir)
     root = _dataset_root(run)
     fingerprints: dict[str, str] = {}
-    for preset in PRESETS:
+    for preset in run.config.presets:
         path = run.key_path(preset)
         ensure_not_in_output(path, run.dir)
         if path.is_file():
-            fingerprints[str(preset)] = Key.load(path).fingerprint
+            fingerprints[preset] = Key.load(path).fingerprint
             continue
         key = generate_key(**run.config.scheme(preset).to_dict())
         if key.params.needs_calibration:
@@ -234,20 +237,20 @@ def _step_keys(run: _Run, say: Callable[[str], None]) -> None:
                 ),
             )
         key.save(path)
-        fingerprints[str(preset)] = key.fingerprint
+        fingerprints[preset] = key.fingerprint
     run.update_info(keys=fingerprints)
 
 
 def _step_obfuscate(run: _Run, say: Callable[[str], None]) -> None:
     root = _dataset_root(run)
     throughput = {}
-    for preset in PRESETS:
+    for preset in run.config.presets:
         say(f"obfuscating the data set with the {preset} key")
         result = obfuscate_dataset(
-            root, key=_load_key(run, preset), output=run.dir / "stores" / str(preset),
+            root, key=_load_key(run, preset), output=run.dir / "stores" / preset,
             device=run.config.device,
         )
-        throughput[str(preset)] = {
+        throughput[preset] = {
             "images": result.images,
             "seconds": result.seconds,
             "images_per_second": result.images_per_second,
@@ -270,6 +273,8 @@ def _examples(run: _Run, count: int) -> tuple[np.ndarray, list[str]]:
 
 
 def _step_pipeline(run: _Run, say: Callable[[str], None]) -> None:
+    if not {Preset.SVD, Preset.MULTISTAGE} <= set(run.config.presets):
+        return  # the figure sets the method's stages beside the prior scheme's
     images, labels = _examples(run, count=4)
     fig = pipeline_figure(
         images, labels,
@@ -290,14 +295,14 @@ def _step_efficiency(run: _Run, say: Callable[[str], None]) -> None:
     )
     device = resolve_device(run.config.device)
     rows = []
-    for preset in PRESETS:
+    for preset in run.config.presets:
         say(f"timing the {preset} stages on {len(images)} images")
         timings = stage_timings(
             _load_key(run, preset), images, batch_size=cfg.batch_size, repeats=cfg.repeats,
             device=device,
         )
         rows += [
-            {"preset": str(preset), "stage": stage, "ms_per_image": ms,
+            {"preset": preset, "stage": stage, "ms_per_image": ms,
              "images_per_second": 1000.0 / ms if ms > 0 else float("inf"),
              "images": len(images), "device": str(device)}
             for stage, ms in timings.items()
@@ -307,7 +312,7 @@ def _step_efficiency(run: _Run, say: Callable[[str], None]) -> None:
 
 def _step_train(run: _Run, say: Callable[[str], None]) -> None:
     root = _dataset_root(run)
-    for scheme in ("plaintext", *(str(p) for p in PRESETS)):
+    for scheme in ("plaintext", *run.config.presets):
         data = root if scheme == "plaintext" else run.dir / "stores" / scheme
         for model in run.config.training.models:
             run_dir = run.dir / "train" / scheme / model
@@ -333,8 +338,8 @@ def _step_train(run: _Run, say: Callable[[str], None]) -> None:
 def _step_sweep(run: _Run, say: Callable[[str], None]) -> None:
     cfg = run.config.sweep
     out = run.dir / "sweep"
-    if not cfg.ranks:
-        return
+    if not cfg.ranks or Preset.MULTISTAGE not in run.config.presets:
+        return  # the sweep varies the rank of the study's multistage key
     if out.exists():
         shutil.rmtree(out)  # an interrupted sweep starts again: its per-k keys lived in memory
     key = _load_key(run, Preset.MULTISTAGE)
@@ -352,10 +357,10 @@ def _step_sweep(run: _Run, say: Callable[[str], None]) -> None:
 
 def _step_privacy(run: _Run, say: Callable[[str], None]) -> None:
     config = run.config.privacy_config()
-    for preset in PRESETS:
+    for preset in run.config.presets:
         run_privacy(
             _dataset_root(run), key=_load_key(run, preset), config=config,
-            output=run.dir / "privacy" / str(preset),
+            output=run.dir / "privacy" / preset,
             progress=lambda message, preset=preset: say(f"attacks on {preset}: {message}"),
         )
 
@@ -387,10 +392,11 @@ def run_study(
     config : StudyConfig
         The resolved configuration (:func:`medveil.study.load_config`).
     run_dir : str or Path
-        The run folder: new, empty, or a study started with the same configuration.
+        The run folder: new, empty, or a study started with the same configuration (presets
+        as :func:`~medveil.study.presets.resumed_presets` says).
     keys_dir : str or Path
-        Folder for the study's two key files (created owner-only); must not lie inside
-        ``run_dir`` or any other medveil output.
+        Folder for the study's key files, one per preset (created owner-only); must not lie
+        inside ``run_dir`` or any other medveil output.
     restart : bool, default False
         Delete an existing study in ``run_dir`` (recognised by its ``study.json``) first.
     progress : callable, optional

@@ -87,9 +87,9 @@ def tradeoff_figure(plain: float, points: list[TradeoffPoint]) -> bytes:
          0.0),
     ):
         scale = 100.0 if attr == "reid_top1" else 1.0
-        for p in points:
+        for i, p in enumerate(points):
             x, y = scale * getattr(p, attr), 100 * p.accuracy
-            ax.scatter([x], [y], color="tab:blue")
+            ax.scatter([x], [y], color=f"C{i}", marker="osD^v<>ph*"[i % 10])
             ax.annotate(p.preset, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=9)
         if not math.isnan(plain):
             ax.axhline(100 * plain, color="gray", ls="--", lw=1, label="plaintext")
