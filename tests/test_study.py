@@ -348,6 +348,8 @@ def test_report_tables_match_the_metrics(study) -> None:
         # plaintext.
         assert row["stem"] == ("resize" if row["scheme"] == "plaintext" else "linear")
         assert f'<td class="l">{row["stem"]}</td>' in detail
+    assert "reads the array through a learned two-sided linear stem (<code>linear</code>" in text
+    assert "on plaintext through a fixed resize (<code>resize</code>)." in text
     for preset in ("svd", "multistage", "private"):
         table = _section(text, f"privacy-{preset}")
         rows = [r for r in metrics["privacy"] if r["preset"] == preset]
@@ -533,3 +535,19 @@ def test_claims_on_a_preset_the_study_left_out_say_not_run() -> None:
         ("Minimum Difference Attack: PSNR (unclipped) on multistage", "not run", None),
         ("public-basis attack: svd reconstructed better than multistage", "not run", None),
     ]
+
+
+def test_the_utility_note_names_the_stems_the_runs_recorded() -> None:
+    from medveil.study.report import _stem_note
+
+    rows = [
+        {"scheme": "multistage", "stem": "fitted"}, {"scheme": "svd", "stem": "linear"},
+        {"scheme": "plaintext", "stem": "resize"},
+    ]
+    note = _stem_note(rows)
+    assert note.startswith("On obfuscated arrays the model reads the array through a learned")
+    assert "<code>fitted</code>) or a learned two-sided linear stem (<code>linear</code>" in note
+    assert note.endswith("; on plaintext through a fixed resize (<code>resize</code>).")
+    assert _stem_note([{"scheme": "plaintext", "stem": None}]) == (
+        "On plaintext through a fixed resize (<code>resize</code>)."
+    )

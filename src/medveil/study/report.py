@@ -157,6 +157,33 @@ def _pipeline_section(run_dir: Path, metrics: dict[str, Any]) -> str:
     )
 
 
+#: What each stem does, for the utility note (the stems a run recorded, in their words).
+_STEM_WORDS = {
+    "linear": "a learned two-sided linear stem (<code>linear</code>: L·Y·R, started as a resize, "
+    "able to absorb the key's projection)",
+    "fitted": "a learned two-sided linear stem started on the training arrays' principal axes "
+    "(<code>fitted</code>)",
+    "resize": "a fixed resize (<code>resize</code>)",
+}
+
+
+def _stem_note(utility: list[dict[str, Any]]) -> str:
+    """Which stems the runs used, on obfuscated arrays and on plaintext, from what they recorded."""
+    def stems(rows: list[dict[str, Any]]) -> str:
+        names = dict.fromkeys(r.get("stem") or "resize" for r in rows)
+        return " or ".join(_STEM_WORDS.get(n, f"the <code>{_e(n)}</code> stem") for n in names)
+
+    obfuscated = [r for r in utility if r["scheme"] != "plaintext"]
+    plain = [r for r in utility if r["scheme"] == "plaintext"]
+    parts = []
+    if obfuscated:
+        parts.append(f"On obfuscated arrays the model reads the array through {stems(obfuscated)}")
+    if plain:
+        parts.append(f"on plaintext through {stems(plain)}")
+    note = "; ".join(parts)
+    return note[:1].upper() + note[1:] + "." if note else ""
+
+
 def _utility_section(run_dir: Path, metrics: dict[str, Any]) -> str:
     utility = metrics["utility"]
     schemes = list(dict.fromkeys(r["scheme"] for r in utility))
@@ -183,9 +210,7 @@ def _utility_section(run_dir: Path, metrics: dict[str, Any]) -> str:
         f'<p class="note">Same split, same seed and same budget for every scheme: up to '
         f"{_e(config['epochs'])} epochs, batch {_e(config['batch_size'])}, AdamW one-cycle lr "
         f"{_e(config['lr'])}; the selected epoch is the one with the best validation accuracy. "
-        "On obfuscated arrays the model reads the array through a learned two-sided linear stem "
-        "(<code>linear</code>: L·Y·R, started as a resize, able to absorb the key's projection); "
-        "on plaintext through a fixed resize. Scores on the held-out test split. Most of a gap "
+        f"{_stem_note(utility)} Scores on the held-out test split. Most of a gap "
         "between plaintext and <code>svd</code> is the factor's design, not the stem: "
         "<code>Z = U<sub>k</sub>S<sub>k</sub></code> keeps each image's row Gram matrix but "
         "discards its right singular vectors, and with them whatever a rotation of the image's "
