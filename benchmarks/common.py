@@ -1,17 +1,23 @@
-"""Shared by the benchmark scripts: the scheme variants they compare and dataset naming."""
+"""Shared by the benchmark scripts: the scheme variants they compare, dataset naming and the
+ledger of scored results."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medveil.atomic import atomic_write_json
 from medveil.duplicates import near_duplicate_groups
 from medveil.layout import scan_dataset
 from medveil.loading import LoadOptions, load_image
 
 GROUPS_CACHE = Path(__file__).resolve().parent / "out" / "groups"
+#: Scored results, committed: what ``benchmarks/out`` (stores, models, images) holds does not
+#: survive a new machine, and a table rebuilt from a lost run could not be checked.
+LEDGER = Path(__file__).resolve().parent / "results"
 
 #: Key parameters of each compared scheme (on top of the preset defaults, n and k). The
 #: ``multistage-*`` variants change one stage of the default, for the privacy/utility trade-off.
@@ -58,6 +64,23 @@ def groups_by_path(dataset: Path, groups: np.ndarray) -> dict[str, int]:
     """``{relative path: group}`` for :func:`medveil.privacy.select_images`."""
     items = scan_dataset(dataset).splits["all"]
     return {str(item.path): int(g) for item, g in zip(items, groups, strict=True)}
+
+
+def ledger_path(kind: str, dataset: str, settings: str, name: str) -> Path:
+    """Where one scored result is kept: ``results/<kind>/<dataset>/<settings>/<name>.json``."""
+    return LEDGER / kind / dataset / settings / f"{name}.json"
+
+
+def record(path: Path, row: dict[str, Any]) -> None:
+    """Keep one scored result in the ledger (whole or not at all)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, row)
+
+
+def recorded(kind: str, dataset: str, settings: str) -> list[dict[str, Any]]:
+    """Every result kept under one kind, dataset and settings, in name order."""
+    folder = LEDGER / kind / dataset / settings
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
 def scheme_params(name: str) -> dict[str, Any]:

@@ -19,8 +19,10 @@ For every point this runs
   accuracy, and how much of the key's projection the learned stem absorbed (the trainer-side
   unmixing).
 
-Both scripts resume (finished results are reused; stores are dropped once scored), so an
-interrupted frontier picks up where it stopped. ``--collect`` only joins what is saved.
+Both scripts keep their scores in the committed ledger (``benchmarks/results/utility`` and
+``benchmarks/results/privacy``) and reuse what it holds (stores are dropped once scored), so an
+interrupted frontier picks up where it stopped, on any machine. ``--collect`` only joins what the
+ledger holds.
 
 Writes ``frontier-<dataset>.md``, ``.csv`` and ``.png`` (accuracy against re-identification and
 against look-alike SSIM above the yardstick, presets marked) in ``--out``, and names the points
@@ -32,14 +34,13 @@ the most accurate (mean over ``--keys`` keys) of the points that meet the two pr
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from common import dataset_name
+from common import dataset_name, recorded
 
 from medveil.machine import describe
 
@@ -57,16 +58,20 @@ PRESETS = {
 }
 
 
+#: The frontier's two privacy.py commands per seed: keyless attacks under A1 and the ridge under
+#: A2 only (the A2 runs of the look-alike and re-identification attacks would repeat their A1
+#: numbers at twice the cost).
+ATTACKS = (("A1", "mean_image,nearest_public,reid"), ("A2", "kpl"))
+
+
 def _run(command: list[str]) -> None:
     print("$ " + " ".join(command), flush=True)
     subprocess.run(command, check=True)
 
 
 def _privacy(args: argparse.Namespace, points: list[str]) -> None:
-    # Keyless attacks under A1 and the ridge under A2 only: the A2 runs of the look-alike and
-    # re-identification attacks would repeat their A1 numbers at twice the cost.
     for seed in range(args.privacy_keys):
-        for threat, attacks in (("A1", "mean_image,nearest_public,reid"), ("A2", "kpl")):
+        for threat, attacks in ATTACKS:
             _run([
                 sys.executable, str(HERE / "privacy.py"), str(args.dataset),
                 "--size", str(args.size), "--rank", str(args.rank),
@@ -86,33 +91,39 @@ def _utility(args: argparse.Namespace, points: list[str]) -> None:
     ])
 
 
-def _utility_rows(folder: Path, schemes: list[str]) -> pd.DataFrame:
-    """Every scored run (``row.json``, written by utility.py) of ``schemes`` under ``folder``."""
+def _utility_rows(args: argparse.Namespace, schemes: list[str]) -> pd.DataFrame:
+    """Every scored smallcnn run of ``schemes`` that utility.py kept in the ledger at the
+    frontier's settings (its defaults at ``--size`` and ``--rank``)."""
+    settings = f"size{args.size}-rank{args.rank}-in64-ep8-bs32-lr0.001-none-d4"
     rows = [
-        json.loads(path.read_text())
-        for scheme in schemes
-        for path in sorted(folder.glob(f"{scheme}-key*/smallcnn-default/row.json"))
+        row for row in recorded("utility", dataset_name(args.dataset), settings)
+        if row["scheme"] in schemes and row["model"] == "smallcnn"
     ]
     return pd.DataFrame(rows, columns=None if rows else ["scheme", "model", "accuracy"])
 
 
+def _privacy_rows(args: argparse.Namespace, threat: str, attacks: str) -> pd.DataFrame:
+    """The privacy.py scores kept in the ledger for one of the frontier's two commands."""
+    settings = (
+        f"size{args.size}-rank{args.rank}-victims{args.victims}-public{args.public}"
+        f"-pairs{args.pairs}-decoder2000x120-mda100-{threat}-{attacks.replace(',', '+')}-distinct4"
+    )
+    frames = []
+    for row in recorded("privacy", dataset_name(args.dataset), settings):
+        frame = pd.DataFrame(row["rows"])
+        frame["seed"] = row["seed"]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def collect(args: argparse.Namespace, points: list[str]) -> pd.DataFrame:
-    name = dataset_name(args.dataset)
-    runs = _utility_rows(args.utility_out / "runs" / name, ["plaintext", *points])
-    runs = runs[runs["model"] == "smallcnn"]
+    runs = _utility_rows(args, ["plaintext", *points])
     plain = runs[runs["scheme"] == "plaintext"]["accuracy"]
-    privacy = []
-    for seed in range(args.privacy_keys):
-        for threat in ("A1", "A2"):
-            folder = args.out / f"privacy-{threat}-seed{seed}" / name
-            for point in points:
-                path = folder / point / "summary.csv"
-                if path.is_file():
-                    frame = pd.read_csv(path)
-                    frame.insert(0, "scheme", point)
-                    frame["seed"] = seed
-                    privacy.append(frame)
-    privacy = pd.concat(privacy, ignore_index=True) if privacy else pd.DataFrame()
+    privacy = pd.concat(
+        [_privacy_rows(args, threat, attacks) for threat, attacks in ATTACKS], ignore_index=True
+    )
+    if not privacy.empty:
+        privacy = privacy[privacy["seed"] < args.privacy_keys]
 
     def score(scheme: str, attack: str, threat: str, column: str) -> tuple[float, int]:
         if privacy.empty:

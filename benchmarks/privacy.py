@@ -12,8 +12,9 @@ Schemes are the names in ``common.SCHEMES`` or ``multistage-b<bits>-eta<noise>-k
 images only; victims, known pairs and public images are disjoint (drawn by
 ``medveil.privacy.select_images``; with ``--distinct-groups`` no near-duplicate group is in two
 of them). Writes, per scheme, the full results folder (``summary.csv``, ``per_image.csv``,
-``examples.png``) under ``--out`` (a scheme whose folder is complete is reused unless
-``--rerun``) and prints the scores as Markdown (``medveil.attacks.PrivacySummary``, one row per
+``examples.png``) under ``--out``, keeps its scores in the committed ledger
+(``benchmarks/results/privacy/<dataset>/<settings>/<scheme>-seed<seed>.json``; a scheme scored
+there is reused unless ``--rerun``, and ``--collect`` reads only the ledger) and prints the scores as Markdown (``medveil.attacks.PrivacySummary``, one row per
 scheme, attack, threat model and pairs count; also saved as ``privacy-<dataset>.md`` in
 ``--out``).
 """
@@ -28,7 +29,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from common import dataset_name, duplicate_groups, groups_by_path, scheme_params
+from common import (
+    dataset_name, duplicate_groups, groups_by_path, ledger_path, record, scheme_params,
+)
 
 from medveil.attacks import PrivacySummary
 from medveil.calibration import calibrate
@@ -41,6 +44,16 @@ def peak_rss_gib() -> float:
     """Peak resident memory of this process so far (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (2**30 if sys.platform == "darwin" else 2**20)
+
+
+def privacy_settings(args: argparse.Namespace) -> str:
+    """The settings that change a scheme's scores, as the ledger's folder name."""
+    return (
+        f"size{args.size}-rank{args.rank}-victims{args.victims}-public{args.public}"
+        f"-pairs{args.pairs.replace(',', '+')}-decoder{args.decoder_steps}x{args.decoder_seconds:g}"
+        f"-mda{args.mda_steps}-{args.threats.replace(',', '+')}-{args.attacks.replace(',', '+')}"
+        + (f"-distinct{args.group_distance}" if args.distinct_groups else "")
+    )
 
 
 def main() -> None:
@@ -92,13 +105,13 @@ def main() -> None:
     )
     frames = []
     started = time.perf_counter()
+    settings = privacy_settings(args)
+    name = dataset_name(args.dataset)
     if args.collect:
         for scheme in args.schemes.split(","):
-            saved = args.out / dataset_name(args.dataset) / scheme / "summary.csv"
-            if saved.is_file():
-                frame = pd.read_csv(saved)
-                frame.insert(0, "scheme", scheme)
-                frames.append(frame)
+            kept = ledger_path("privacy", name, settings, f"{scheme}-seed{args.seed}")
+            if kept.is_file():
+                frames.append(pd.DataFrame(json.loads(kept.read_text())["rows"]))
     else:
         # The public images (never victims or pairs) calibrate every key, as a custodian would
         # calibrate on its own data; the selection is the same one run_privacy draws.
@@ -118,11 +131,10 @@ def main() -> None:
         )
         for scheme in args.schemes.split(","):
             out = args.out / dataset_name(args.dataset) / scheme
-            if (out / "summary.json").is_file() and not args.rerun:
-                print(f"== {scheme}: reusing the finished results in {out}", flush=True)
-                frame = pd.read_csv(out / "summary.csv")
-                frame.insert(0, "scheme", scheme)
-                frames.append(frame)
+            kept = ledger_path("privacy", name, settings, f"{scheme}-seed{args.seed}")
+            if kept.is_file() and not args.rerun:
+                print(f"== {scheme}: reusing the scored results in {kept}", flush=True)
+                frames.append(pd.DataFrame(json.loads(kept.read_text())["rows"]))
                 continue
             params = {"size": args.size, "rank": args.rank, **scheme_params(scheme)}
             key = calibrate(generate_key(**params), sets.public)
@@ -143,8 +155,11 @@ def main() -> None:
             frame = report.summary().to_frame()
             frame.insert(0, "scheme", scheme)
             frames.append(frame)
+            record(kept, {
+                "seed": args.seed, "key_fingerprint": key.fingerprint, "machine": describe(),
+                "rows": json.loads(frame.to_json(orient="records")),
+            })
     table = pd.concat(frames, ignore_index=True)
-    name = dataset_name(args.dataset)
     header = (
         f"Command: `python benchmarks/privacy.py {args.dataset} --size {args.size} --rank "
         f"{args.rank} --victims {args.victims} --public {args.public} --pairs {args.pairs} "

@@ -25,8 +25,10 @@ choice): the table reports the selected epoch's test accuracy (what the run retu
 it ends below the run's best epoch on test (the recipe's "regret").
 
 Prints a Markdown table of mean ± sd over keys (also ``utility-<dataset>-stems-<stems>.md`` and
-the per-run ``utility-<dataset>-stems-<stems>-runs.csv`` in ``--out``). Stores and finished runs
-are reused, so an interrupted benchmark resumes.
+the per-run ``utility-<dataset>-stems-<stems>-runs.csv`` in ``--out``). Each scored run is kept in
+the committed ledger, ``benchmarks/results/utility/<dataset>/<settings>/`` (one JSON per scheme,
+key, model and stem; ``--first-key`` adds keys to a measured point); stores and run folders are
+throwaway (``--out``). A scored run is never trained again, and an interrupted benchmark resumes.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from common import dataset_name, duplicate_groups, scheme_params
+from common import dataset_name, duplicate_groups, ledger_path, record, scheme_params
 from PIL import Image
 
 from medveil.atomic import atomic_write_bytes
@@ -58,8 +60,16 @@ from medveil.training import TrainConfig, evaluate, load_run, open_data, train
 from medveil.training.stems import stem_alignment
 
 
+def run_settings(args: argparse.Namespace) -> str:
+    """The settings that change a run's result, as the ledger's folder name."""
+    return (
+        f"size{args.size}-rank{args.rank}-in{args.input_size}-ep{args.epochs}-bs{args.batch_size}"
+        f"-lr{args.lr:g}-{args.augment}-d{args.group_distance}"
+    )
+
+
 def _store(args: argparse.Namespace, scheme: str, rep: int, name: str) -> tuple[Path, object]:
-    path = args.out / "stores" / name / f"{scheme}-key{rep}"
+    path = args.out / "stores" / name / f"size{args.size}-rank{args.rank}" / f"{scheme}-key{rep}"
     try:
         ObfuscatedStore(path)
         print(f"== {scheme} key {rep}: reusing the complete store {path}", flush=True)
@@ -131,6 +141,10 @@ def main() -> None:
     parser.add_argument("--models", default="smallcnn")
     parser.add_argument("--stems", default="default")
     parser.add_argument("--keys", type=int, default=3)
+    parser.add_argument(
+        "--first-key", type=int, default=0,
+        help="number of the first repetition (its training seed): more keys for a measured point",
+    )
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--input-size", type=int, default=64)
@@ -160,15 +174,16 @@ def main() -> None:
         flush=True,
     )
     rows: list[dict] = []
+    settings = run_settings(args)
     tag = f"{name}-stems-{args.stems.replace(',', '+')}" + (f"-{args.tag}" if args.tag else "")
     runs_csv = args.out / f"utility-{tag}-runs.csv"
     # Keys outermost: an interrupted benchmark has every scheme at its first keys.
-    for rep in range(args.keys):
+    for rep in range(args.first_key, args.first_key + args.keys):
         for scheme in args.schemes.split(","):
             stems = ["default"] if scheme in IMAGE_SCHEMES else args.stems.split(",")
             combos = [(m, st) for m in args.models.split(",") for st in stems]
             scored = [
-                args.out / "runs" / name / f"{scheme}-key{rep}" / f"{m}-{st}" / "row.json"
+                ledger_path("utility", name, settings, f"{scheme}-key{rep}-{m}-{st}")
                 for m, st in combos
             ]
             if all(path.is_file() for path in scored):
@@ -190,7 +205,7 @@ def main() -> None:
                     lr=args.lr, input_size=args.input_size, seed=rep, device=args.device,
                     augment=args.augment, stem=None if stem == "default" else stem,
                 )
-                run_dir = args.out / "runs" / name / f"{scheme}-key{rep}" / f"{model}-{stem}"
+                run_dir = args.out / "runs" / name / settings / f"{scheme}-key{rep}" / f"{model}-{stem}"
                 per_epoch: list[float] = []
 
                 def on_epoch(event, run_dir=run_dir, source=source, per_epoch=per_epoch):
@@ -222,7 +237,8 @@ def main() -> None:
                     "epochs": info["epochs_run"], "best_test_epoch_acc": max(per_epoch),
                     "regret": max(per_epoch) - scored.accuracy,
                     "per_epoch_test": " ".join(f"{a:.3f}" for a in per_epoch),
-                    "train_seconds": info["wall_time_s"],
+                    "train_seconds": info["wall_time_s"], "settings": settings,
+                    "machine": describe(),
                 }
                 if matrices is not None and info["stem"] != "resize":
                     align = stem_alignment(
@@ -232,7 +248,7 @@ def main() -> None:
                     )
                     row.update({f"align_{k}": v for k, v in align.items()})
                 rows.append(row)
-                (run_dir / "row.json").write_text(json.dumps(row))
+                record(ledger_path("utility", name, settings, f"{scheme}-key{rep}-{model}-{stem}"), row)
                 print(
                     f"   {scheme} key {rep} {model} stem {info['stem']}: test accuracy "
                     f"{scored.accuracy:.3f} (best epoch on test {max(per_epoch):.3f}; "
@@ -241,7 +257,7 @@ def main() -> None:
                 args.out.mkdir(parents=True, exist_ok=True)
                 pd.DataFrame(rows).to_csv(runs_csv, index=False)
             if args.drop_stores and scheme not in IMAGE_SCHEMES:
-                # Every run of this store is scored (row.json): the store is no longer needed.
+                # Every run of this store is scored (in the ledger): the store is no longer needed.
                 shutil.rmtree(data)
     table = pd.DataFrame(rows)
     summary = (
@@ -255,7 +271,8 @@ def main() -> None:
     )
     header = (
         f"Command: `python benchmarks/utility.py {args.dataset} --schemes {args.schemes} "
-        f"--models {args.models} --stems {args.stems} --keys {args.keys} --size {args.size} "
+        f"--models {args.models} --stems {args.stems} --keys {args.keys} "
+        f"--first-key {args.first_key} --size {args.size} "
         f"--rank {args.rank} --input-size {args.input_size} --epochs {args.epochs} "
         f"--batch-size {args.batch_size} --lr {args.lr:g} --augment {args.augment} "
         f"--group-distance {args.group_distance}`  \n"
