@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import privacy
+import utility
 from common import dataset_name, recorded
 
 from medveil.machine import describe
@@ -69,47 +71,55 @@ def _run(command: list[str]) -> None:
     subprocess.run(command, check=True)
 
 
+def _privacy_argv(args: argparse.Namespace, points: list[str], threat: str, attacks: str,
+                  seed: int) -> list[str]:
+    return [
+        str(args.dataset), "--size", str(args.size), "--rank", str(args.rank),
+        "--victims", str(args.victims), "--public", str(args.public),
+        "--pairs", str(args.pairs), "--attacks", attacks, "--threats", threat,
+        "--distinct-groups", "--schemes", ",".join(points), "--seed", str(seed),
+        "--out", str(args.out / f"privacy-{threat}-seed{seed}"),
+    ]
+
+
+def _utility_argv(args: argparse.Namespace, points: list[str]) -> list[str]:
+    return [
+        str(args.dataset), "--schemes", ",".join(["plaintext", *points]),
+        "--keys", str(args.keys), "--size", str(args.size), "--rank", str(args.rank),
+        "--drop-stores", "--tag", "frontier", "--out", str(args.utility_out),
+    ]
+
+
 def _privacy(args: argparse.Namespace, points: list[str]) -> None:
     for seed in range(args.privacy_keys):
         for threat, attacks in ATTACKS:
-            _run([
-                sys.executable, str(HERE / "privacy.py"), str(args.dataset),
-                "--size", str(args.size), "--rank", str(args.rank),
-                "--victims", str(args.victims), "--public", str(args.public),
-                "--pairs", str(args.pairs), "--attacks", attacks, "--threats", threat,
-                "--distinct-groups", "--schemes", ",".join(points), "--seed", str(seed),
-                "--out", str(args.out / f"privacy-{threat}-seed{seed}"),
-            ])
+            _run([sys.executable, str(HERE / "privacy.py"),
+                  *_privacy_argv(args, points, threat, attacks, seed)])
 
 
 def _utility(args: argparse.Namespace, points: list[str]) -> None:
-    _run([
-        sys.executable, str(HERE / "utility.py"), str(args.dataset),
-        "--schemes", ",".join(["plaintext", *points]), "--keys", str(args.keys),
-        "--size", str(args.size), "--rank", str(args.rank), "--drop-stores", "--tag", "frontier",
-        "--out", str(args.utility_out),
-    ])
+    _run([sys.executable, str(HERE / "utility.py"), *_utility_argv(args, points)])
 
 
-def _utility_rows(args: argparse.Namespace, schemes: list[str]) -> pd.DataFrame:
-    """Every scored smallcnn run of ``schemes`` that utility.py kept in the ledger at the
-    frontier's settings (its defaults at ``--size`` and ``--rank``)."""
-    settings = f"size{args.size}-rank{args.rank}-in64-ep8-bs32-lr0.001-none-d4"
+def _utility_rows(args: argparse.Namespace, points: list[str]) -> pd.DataFrame:
+    """Every scored smallcnn run of plaintext and ``points`` with the default stem that the
+    frontier's utility.py command kept in the ledger (its settings read by that script's own
+    parser)."""
+    settings = utility.run_settings(utility.build_parser().parse_args(_utility_argv(args, points)))
     rows = [
         row for row in recorded("utility", dataset_name(args.dataset), settings)
-        if row["scheme"] in schemes and row["model"] == "smallcnn"
+        if row["scheme"] in ("plaintext", *points) and row["model"] == "smallcnn"
+        and row["stem_option"] == "default"
     ]
     return pd.DataFrame(rows, columns=None if rows else ["scheme", "model", "accuracy"])
 
 
-def _privacy_rows(args: argparse.Namespace, threat: str, attacks: str) -> pd.DataFrame:
-    """The privacy.py scores kept in the ledger for one of the frontier's two commands."""
-    settings = (
-        f"size{args.size}-rank{args.rank}-victims{args.victims}-public{args.public}"
-        f"-pairs{args.pairs}-decoder2000x120-mda100-{threat}-{attacks.replace(',', '+')}-distinct4"
-    )
+def _privacy_rows(args: argparse.Namespace, points: list[str], threat: str,
+                  attacks: str) -> pd.DataFrame:
+    """The scores that one of the frontier's two privacy.py commands kept in the ledger."""
+    command = privacy.build_parser().parse_args(_privacy_argv(args, points, threat, attacks, 0))
     frames = []
-    for row in recorded("privacy", dataset_name(args.dataset), settings):
+    for row in recorded("privacy", dataset_name(args.dataset), privacy.privacy_settings(command)):
         frame = pd.DataFrame(row["rows"])
         frame["seed"] = row["seed"]
         frames.append(frame)
@@ -117,20 +127,21 @@ def _privacy_rows(args: argparse.Namespace, threat: str, attacks: str) -> pd.Dat
 
 
 def collect(args: argparse.Namespace, points: list[str]) -> pd.DataFrame:
-    runs = _utility_rows(args, ["plaintext", *points])
+    runs = _utility_rows(args, points)
     plain = runs[runs["scheme"] == "plaintext"]["accuracy"]
-    privacy = pd.concat(
-        [_privacy_rows(args, threat, attacks) for threat, attacks in ATTACKS], ignore_index=True
+    scores = pd.concat(
+        [_privacy_rows(args, points, threat, attacks) for threat, attacks in ATTACKS],
+        ignore_index=True,
     )
-    if not privacy.empty:
-        privacy = privacy[privacy["seed"] < args.privacy_keys]
+    if not scores.empty:
+        scores = scores[scores["seed"] < args.privacy_keys]
 
     def score(scheme: str, attack: str, threat: str, column: str) -> tuple[float, int]:
-        if privacy.empty:
+        if scores.empty:
             return float("nan"), 0
-        rows = privacy[
-            (privacy["scheme"] == scheme) & (privacy["attack"] == attack)
-            & (privacy["threat"] == threat)
+        rows = scores[
+            (scores["scheme"] == scheme) & (scores["attack"] == attack)
+            & (scores["threat"] == threat)
         ].drop_duplicates(subset=["seed"])  # a result saved under both threat folders
         return (float(rows[column].mean()) if len(rows) else float("nan")), len(rows)
 

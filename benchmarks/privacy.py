@@ -56,7 +56,8 @@ def privacy_settings(args: argparse.Namespace) -> str:
     )
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (also read by frontier.py, which runs this script)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -90,7 +91,11 @@ def main() -> None:
     parser.add_argument("--group-distance", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/privacy"))
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     pairs = tuple(int(p) for p in args.pairs.split(","))
     config = PrivacyConfig(
         victims=args.victims,

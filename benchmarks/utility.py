@@ -132,7 +132,8 @@ def _lowrank(args: argparse.Namespace, name: str) -> Path:
     return folder
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (also read by frontier.py, which runs this script)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -162,7 +163,11 @@ def main() -> None:
         help="delete each store once its runs are scored (about 1 GB each at 224 px)",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/utility"))
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     name = dataset_name(args.dataset)
     started = time.perf_counter()
     groups = duplicate_groups(
@@ -231,7 +236,8 @@ def main() -> None:
                 info = json.loads((run_dir / "run.json").read_text())
                 scored = evaluate(run_dir, source, device=args.device)
                 row = {
-                    "scheme": scheme, "model": model, "stem": info["stem"], "key": rep,
+                    "scheme": scheme, "model": model, "stem": info["stem"], "stem_option": stem,
+                    "key": rep,
                     "test_images": scored.count, "accuracy": scored.accuracy,
                     "macro_f1": scored.macro_f1, "best_epoch": info["best_epoch"],
                     "epochs": info["epochs_run"], "best_test_epoch_acc": max(per_epoch),
