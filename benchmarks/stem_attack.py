@@ -3,13 +3,14 @@
 Usage::
 
     .venv/bin/python benchmarks/stem_attack.py DATASET_DIR
-        --utility-out benchmarks/out/utility [--keys 3] [--victims 200] [--public 1000]
-        [--model smallcnn] [--seed 0] [--out benchmarks/out/stem_attack]
+        --utility-out benchmarks/out/utility [--keys 3] [--first-key 0] [--victims 200] [--public 1000]
+        [--size 224] [--rank 32] [--model smallcnn] [--stem default] [--seed 0] [--out benchmarks/out/stem_attack]
 
 Reads what ``benchmarks/utility.py`` left in ``--utility-out`` (read only): for each key ``i``
-the trained run ``runs/<dataset>/multistage-key<i>/<model>-default/`` (its learned ``linear``
-stem and its ``splits.json``), the store ``stores/<dataset>/multistage-key<i>`` (the obfuscated
-arrays) and ``stores/<dataset>/multistage-key<i>.matrices.npz`` (``R_L``, ``R_R``; only for the
+the trained run of ``multistage`` key ``i`` at utility.py's default settings and ``--size``,
+``--rank`` (``utility.run_folder``: its learned stem, ``--stem default`` or ``fitted``, and its
+``splits.json``), the store of that key (``utility.store_folder``: the obfuscated arrays; run
+utility.py without ``--drop-stores``) and its ``.matrices.npz`` (``R_L``, ``R_R``; only for the
 in-span bound and the alignment, which need the key). Victims: ``--victims`` images of the run's
 test split; public images: ``--public`` of its train split (the split keeps near-duplicate groups
 on one side); originals loaded from DATASET_DIR as the store loaded them (store row ``j`` is the
@@ -38,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import utility
 from common import dataset_name
 
 from medveil.atomic import atomic_write_bytes
@@ -69,9 +71,13 @@ def main() -> None:
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--utility-out", type=Path, default=Path("benchmarks/out/utility"))
     parser.add_argument("--keys", type=int, default=3)
+    parser.add_argument("--first-key", type=int, default=0, help="as utility.py's --first-key")
     parser.add_argument("--victims", type=int, default=200)
     parser.add_argument("--public", type=int, default=1000)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--model", default="smallcnn")
+    parser.add_argument("--stem", default="default", help="the stem option of the utility runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/stem_attack"))
     args = parser.parse_args()
@@ -88,14 +94,25 @@ def main() -> None:
                 )
         return np.stack([loaded[int(j), options] for j in indices])
 
+    # The utility runs' own folder names, at that script's defaults for what is not given here.
+    runs = utility.build_parser().parse_args([
+        str(args.dataset), "--size", str(args.size), "--rank", str(args.rank),
+        "--out", str(args.utility_out),
+    ])
     rows: list[dict] = []
-    for rep in range(args.keys):
-        run_dir = args.utility_out / "runs" / name / f"multistage-key{rep}" / f"{args.model}-default"
-        store_dir = args.utility_out / "stores" / name / f"multistage-key{rep}"
+    for rep in range(args.first_key, args.first_key + args.keys):
+        run_dir = utility.run_folder(runs, name, "multistage", rep, args.model, args.stem)
+        store_dir = utility.store_folder(runs, name, "multistage", rep)
         matrices_file = store_dir.with_name(store_dir.name + ".matrices.npz")
+        if not (run_dir / "run.json").is_file() or not store_dir.is_dir():
+            raise SystemExit(
+                f"key {rep}: no utility run at {run_dir} or no store at {store_dir}; run "
+                "utility.py at the same --size and --rank (default training settings) without "
+                "--drop-stores first"
+            )
         info = json.loads((run_dir / "run.json").read_text())
-        if info.get("stem") != "linear":
-            raise SystemExit(f"{run_dir}: stem {info.get('stem')}, expected a learned (linear) one")
+        if info.get("stem") not in ("linear", "fitted"):
+            raise SystemExit(f"{run_dir}: stem {info.get('stem')}, expected a learned one")
         stem = load_run(run_dir).model.stem
         splits = json.loads((run_dir / "splits.json").read_text())
         store = ObfuscatedStore(store_dir)
@@ -167,8 +184,9 @@ def main() -> None:
     table = pd.DataFrame(rows)
     header = (
         f"Command: `python benchmarks/stem_attack.py {args.dataset} --utility-out "
-        f"{args.utility_out} --keys {args.keys} --victims {args.victims} --public {args.public} "
-        f"--model {args.model} --seed {args.seed}`  \n"
+        f"{args.utility_out} --keys {args.keys} --first-key {args.first_key} --victims {args.victims} --public {args.public} "
+        f"--size {args.size} --rank {args.rank} --model {args.model} --stem {args.stem} "
+        f"--seed {args.seed}`  \n"
         f"Machine: {describe()}; total {time.perf_counter() - started:.0f} s. Victims from the "
         f"test split, public images from the train split of each run; re-identification pool "
         f"{int(table['pool'].iloc[0])} (chance top-1 {1 / table['pool'].iloc[0]:.4f}). SSIM "

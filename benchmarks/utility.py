@@ -68,8 +68,19 @@ def run_settings(args: argparse.Namespace) -> str:
     )
 
 
+def store_folder(args: argparse.Namespace, name: str, scheme: str, rep: int) -> Path:
+    """The throwaway store of one scheme and key (its matrices beside it, ``.matrices.npz``)."""
+    return args.out / "stores" / name / f"size{args.size}-rank{args.rank}" / f"{scheme}-key{rep}"
+
+
+def run_folder(args: argparse.Namespace, name: str, scheme: str, rep: int, model: str,
+               stem: str) -> Path:
+    """The throwaway run folder of one scheme, key, model and stem option."""
+    return args.out / "runs" / name / run_settings(args) / f"{scheme}-key{rep}" / f"{model}-{stem}"
+
+
 def _store(args: argparse.Namespace, scheme: str, rep: int, name: str) -> tuple[Path, object]:
-    path = args.out / "stores" / name / f"size{args.size}-rank{args.rank}" / f"{scheme}-key{rep}"
+    path = store_folder(args, name, scheme, rep)
     try:
         ObfuscatedStore(path)
         print(f"== {scheme} key {rep}: reusing the complete store {path}", flush=True)
@@ -210,7 +221,7 @@ def main() -> None:
                     lr=args.lr, input_size=args.input_size, seed=rep, device=args.device,
                     augment=args.augment, stem=None if stem == "default" else stem,
                 )
-                run_dir = args.out / "runs" / name / settings / f"{scheme}-key{rep}" / f"{model}-{stem}"
+                run_dir = run_folder(args, name, scheme, rep, model, stem)
                 per_epoch: list[float] = []
 
                 def on_epoch(event, run_dir=run_dir, source=source, per_epoch=per_epoch):
