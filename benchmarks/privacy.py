@@ -30,7 +30,12 @@ from pathlib import Path
 
 import pandas as pd
 from common import (
-    dataset_name, duplicate_groups, groups_by_path, ledger_path, record, scheme_params,
+    dataset_name,
+    duplicate_groups,
+    groups_by_path,
+    ledger_path,
+    record,
+    scheme_params,
 )
 
 from medveil.attacks import PrivacySummary
