@@ -36,8 +36,8 @@ Stems (registry :data:`STEMS`):
     principal axes of ``E[Ẑ R_R R_R^T Ẑ^T]``: the start undoes ``R_L`` up to the rotation onto
     those axes, which no fit without plaintext can remove. :func:`medveil.training.train.train`
     fits it on a fresh run only (a resumed or loaded run reads ``L``, ``R`` from its
-    checkpoint). Not the default: the choice between ``linear`` and ``fitted`` is left to
-    measurement.
+    checkpoint). Not the default: on brain MRI (3 keys, docs/RESULTS.md) it is no more accurate
+    than ``linear`` and its trained stem aligns more with the key.
 
 A stem's matrices are part of the model's state dict, so a saved run carries them. A learned stem
 that has absorbed part of the key is also a measurement of how much of the key a trainer learns
