@@ -275,7 +275,7 @@ def _plot(frame: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -294,7 +294,11 @@ def main() -> None:
     parser.add_argument("--skip-utility", action="store_true", help="run the privacy half only")
     parser.add_argument("--utility-out", type=Path, default=Path("benchmarks/out/utility"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/frontier"))
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     points = args.points.split(",")
     if not args.collect:
         _privacy(args, points)
