@@ -198,14 +198,14 @@ def main() -> None:
         for scheme in args.schemes.split(","):
             stems = ["default"] if scheme in IMAGE_SCHEMES else args.stems.split(",")
             combos = [(m, st) for m in args.models.split(",") for st in stems]
-            scored = [
-                ledger_path("utility", name, settings, f"{scheme}-key{rep}-{m}-{st}")
+            kept = {
+                (m, st): ledger_path("utility", name, settings, f"{scheme}-key{rep}-{m}-{st}")
                 for m, st in combos
-            ]
-            if all(path.is_file() for path in scored):
+            }
+            if all(path.is_file() for path in kept.values()):
                 # Finished and scored: no store needed (it may have been dropped).
-                rows.extend(json.loads(path.read_text()) for path in scored)
-                print(f"== {scheme} key {rep}: reusing {len(scored)} scored runs", flush=True)
+                rows.extend(json.loads(path.read_text()) for path in kept.values())
+                print(f"== {scheme} key {rep}: reusing {len(kept)} scored runs", flush=True)
                 continue
             if scheme == "plaintext":
                 data, matrices = args.dataset, None
@@ -216,6 +216,9 @@ def main() -> None:
             source = open_data(data, image_size=args.input_size)
             source = source.with_groups({"all": groups})
             for model, stem in combos:
+                if kept[model, stem].is_file():  # scored before, perhaps on another machine
+                    rows.append(json.loads(kept[model, stem].read_text()))
+                    continue
                 config = TrainConfig(
                     model=model, epochs=args.epochs, batch_size=args.batch_size,
                     lr=args.lr, input_size=args.input_size, seed=rep, device=args.device,
@@ -265,7 +268,7 @@ def main() -> None:
                     )
                     row.update({f"align_{k}": v for k, v in align.items()})
                 rows.append(row)
-                record(ledger_path("utility", name, settings, f"{scheme}-key{rep}-{model}-{stem}"), row)
+                record(kept[model, stem], row)
                 print(
                     f"   {scheme} key {rep} {model} stem {info['stem']}: test accuracy "
                     f"{scored.accuracy:.3f} (best epoch on test {max(per_epoch):.3f}; "
