@@ -50,7 +50,7 @@ from medveil.loading import LoadOptions, load_image
 from medveil.machine import describe
 from medveil.store import ObfuscatedStore
 from medveil.training import load_run
-from medveil.training.stems import create_stem
+from medveil.training.stems import create_stem, get_stem_spec
 
 
 def _view_row(view: StemView) -> dict[str, float]:
@@ -111,7 +111,7 @@ def main() -> None:
                 "--drop-stores first"
             )
         info = json.loads((run_dir / "run.json").read_text())
-        if info.get("stem") not in ("linear", "fitted"):
+        if not get_stem_spec(info["stem"]).learnable:
             raise SystemExit(f"{run_dir}: stem {info.get('stem')}, expected a learned one")
         stem = load_run(run_dir).model.stem
         splits = json.loads((run_dir / "splits.json").read_text())
