@@ -182,8 +182,9 @@ def load_history(run_dir: Path) -> list[dict[str, float]]:
 def test_two_processes_resume_an_interrupted_run_exactly(tmp_path, source, two):
     full_dir, full, _ = two
     # Process 0 stops with Interrupt; whichever process the launcher sees fail first is reported
-    # (process 1 loses its connection to process 0).
-    with pytest.raises(ProcessException, match="Interrupt|Connection closed by peer"):
+    # (process 1 loses its connection to process 0, which gloo words as "closed" or "reset"
+    # depending on where in its collective it was).
+    with pytest.raises(ProcessException, match="Interrupt|Connection (closed|reset) by peer"):
         run_two(source, config(), tmp_path / "cut", tmp_path, stop_at=3)
     assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["epoch"] == 2
     assert not [p for p in (tmp_path / "cut").iterdir() if p.name.startswith(".tmp")]
