@@ -149,3 +149,33 @@ def test_cuda_agrees_with_cpu(key, images32):
     cpu = Obfuscator(key, noise_seed=2)(x)
     gpu = Obfuscator(key, noise_seed=2)(x.cuda()).cpu()
     assert float((cpu - gpu).abs().median()) < 1e-4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_folder_obfuscation_with_worker_threads_in_a_fresh_process(tmp_path):
+    # torch loads its CUDA linear algebra on the first call, and two threads making it at once
+    # fail: a fresh process (nothing loaded yet) obfuscates a folder with four worker threads.
+    script = f"""
+import numpy as np
+from PIL import Image
+from pathlib import Path
+from medveil.engine_local import LocalEngine
+from medveil.keys import generate_key
+from medveil.obfuscate import obfuscate_dataset
+from medveil.store import ObfuscatedStore
+root = Path({str(tmp_path)!r}) / "data"
+rng = np.random.default_rng(0)
+for label in ("a", "b"):
+    (root / label).mkdir(parents=True)
+    for i in range(24):
+        Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(root / label / f"{{i}}.png")
+from medveil.calibration import calibrate
+key = calibrate(generate_key(size=32, rank=8), rng.random((16, 32, 32)))
+out = Path({str(tmp_path)!r}) / "store"
+obfuscate_dataset(root, key=key, output=out, engine=LocalEngine(workers=4, batch_size=4, device="cuda"))
+store = ObfuscatedStore(out)
+print(sum(len(store.split(name)) for name in store.splits))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "48"

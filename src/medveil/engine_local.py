@@ -21,7 +21,7 @@ from medveil.engine import (
     transform_arrays,
 )
 from medveil.layout import Item
-from medveil.machine import resolve_device
+from medveil.machine import load_cuda_linalg, resolve_device
 from medveil.obfuscator import Obfuscator
 
 __all__ = ["LocalEngine", "torch_threads"]
@@ -61,6 +61,7 @@ class LocalEngine:
     def parts(self, job: Job) -> Iterator[ShardPart]:
         obfuscator = Obfuscator(job.key, noise_seed=job.noise_seed)
         device = resolve_device(self.device)
+        load_cuda_linalg(device)  # before the worker threads: its first loading is not thread-safe
         lanes = 1 if obfuscator.noise.pinned else self.workers
         tasks = [
             (shard, shard.items[lo : lo + FILES_PER_TASK], lo + FILES_PER_TASK >= len(shard.items))

@@ -10,7 +10,7 @@ import torch
 
 from medveil.errors import ConfigError
 
-__all__ = ["describe", "resolve_device"]
+__all__ = ["describe", "load_cuda_linalg", "resolve_device"]
 
 
 def describe() -> str:
@@ -50,3 +50,22 @@ def resolve_device(device: str) -> torch.device:
     if device != "cpu" and not device.startswith("cuda"):
         raise ConfigError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
     return torch.device(device)
+
+
+def load_cuda_linalg(device: torch.device) -> None:
+    """Load torch's CUDA linear-algebra library now, in this thread, when ``device`` is CUDA.
+
+    torch loads it on the first CUDA ``torch.linalg`` call, and that loading is not thread-safe:
+    two worker threads making their first call at once fail with "lazy wrapper should be called
+    at most once" (seen on an H200 with torch 2.11, obfuscating with the local engine's
+    threads). One call before the threads start loads it for every operator. Nothing happens on
+    the CPU.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from medveil.machine import load_cuda_linalg
+    >>> load_cuda_linalg(torch.device("cpu"))
+    """
+    if device.type == "cuda":
+        torch.linalg.cholesky_ex(torch.eye(1, device=device))
