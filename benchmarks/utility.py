@@ -62,9 +62,11 @@ from medveil.training.stems import stem_alignment
 
 def run_settings(args: argparse.Namespace) -> str:
     """The settings that change a run's result, as the ledger's folder name."""
+    scale = args.stem_lr_scale
     return (
         f"size{args.size}-rank{args.rank}-in{args.input_size}-ep{args.epochs}-bs{args.batch_size}"
         f"-lr{args.lr:g}-{args.augment}-d{args.group_distance}"
+        + ("" if scale == 1 else f"-slr{scale:g}")  # the default keeps its older folder name
     )
 
 
@@ -165,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--augment", default="none", help="none, flip or flip-shift")
     parser.add_argument("--group-distance", type=int, default=4)
+    parser.add_argument(
+        "--stem-lr-scale", type=float, default=1.0,
+        help="the stem's learning rate as a multiple of --lr (TrainConfig.stem_lr_scale)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--tag", default="", help="suffix of the output tables' names (runs are shared)"
@@ -223,6 +229,7 @@ def main() -> None:
                     model=model, epochs=args.epochs, batch_size=args.batch_size,
                     lr=args.lr, input_size=args.input_size, seed=rep, device=args.device,
                     augment=args.augment, stem=None if stem == "default" else stem,
+                    stem_lr_scale=args.stem_lr_scale,
                 )
                 run_dir = run_folder(args, name, scheme, rep, model, stem)
                 per_epoch: list[float] = []
@@ -295,7 +302,7 @@ def main() -> None:
         f"--first-key {args.first_key} --size {args.size} "
         f"--rank {args.rank} --input-size {args.input_size} --epochs {args.epochs} "
         f"--batch-size {args.batch_size} --lr {args.lr:g} --augment {args.augment} "
-        f"--group-distance {args.group_distance}`  \n"
+        f"--group-distance {args.group_distance} --stem-lr-scale {args.stem_lr_scale:g}`  \n"
         f"Machine: {describe()}; total {time.perf_counter() - started:.0f} s. "
         f"{len(groups)} images in {len(sizes)} near-duplicate groups; test split "
         f"{int(table['test_images'].iloc[0])} images.\n\n"

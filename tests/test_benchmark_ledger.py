@@ -40,8 +40,9 @@ def test_settings_that_change_a_result_change_its_ledger_folder(scripts):
     base = scripts.utility.run_settings(parse(["data"]))
     assert base == "size224-rank32-in64-ep8-bs32-lr0.001-none-d4"
     for option in (["--input-size", "96"], ["--epochs", "4"], ["--size", "160"],
-                   ["--rank", "16"], ["--augment", "flip"]):
+                   ["--rank", "16"], ["--augment", "flip"], ["--stem-lr-scale", "10"]):
         assert scripts.utility.run_settings(parse(["data", *option])) != base, option
+    assert scripts.utility.run_settings(parse(["data", "--stem-lr-scale", "1"])) == base
     # Which keys and schemes are run is not a setting: more keys join the same folder.
     assert scripts.utility.run_settings(parse(["data", "--keys", "2", "--first-key", "1"])) == base
 

@@ -13,11 +13,13 @@ import torch.nn.functional as F
 
 from conftest import smooth_images
 from medveil.calibration import calibrate
+from medveil.errors import ConfigError
 from medveil.keys import generate_key
 from medveil.obfuscator import Obfuscator
 from medveil.training import DataSource, TrainConfig, load_run, train
 from medveil.training.data import plan_splits, prepare_data
 from medveil.training.models import MODELS, StemmedClassifier, create_model
+from medveil.training.optim import make_optimizer, make_scheduler
 from medveil.training.stems import (
     TwoSidedStem,
     create_stem,
@@ -162,6 +164,51 @@ def test_a_run_records_its_stem_and_reloads_and_resumes_with_it(tmp_path):
                   run_dir=tmp_path / "fixed")
     stem = load_run(fixed.run_dir).model.stem
     assert isinstance(stem, TwoSidedStem) and not list(stem.parameters())
+
+
+def test_the_stem_learns_at_its_own_rate_through_the_schedule_and_a_resume(tmp_path):
+    source, _ = _obfuscated_source()
+    config = TrainConfig(
+        model="smallcnn", epochs=3, batch_size=16, lr=3e-3, input_size=16, device="cpu",
+        patience=None, test_fraction=0.25, stem_lr_scale=10,
+    )
+    model = create_model("smallcnn", num_classes=2, input_size=16, stem="linear", in_shape=(N, N))
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, total_steps=20)
+    for _ in range(7):  # through the warm-up, past its peak at step 6, the rates keep their ratio
+        optimizer.step()
+        scheduler.step()
+        backbone, stem = (group["lr"] for group in optimizer.param_groups)
+        assert stem == pytest.approx(10 * backbone)
+    assert {id(p) for p in optimizer.param_groups[1]["params"]} == {
+        id(model.stem.left), id(model.stem.right)
+    }
+    # The stem moves further from its start than at the backbone's rate, on the same data.
+    runs = {
+        scale: train(source, config=TrainConfig(**{**config.to_dict(), "stem_lr_scale": scale}),
+                     run_dir=tmp_path / f"scale{scale}")
+        for scale in (1, 10)
+    }
+    moved = {
+        scale: float((load_run(run.run_dir).model.stem.left.detach() - resize_matrix(N, 16)).norm())
+        for scale, run in runs.items()
+    }
+    assert moved[10] > 3 * moved[1], moved
+    assert json.loads((tmp_path / "scale10" / "config.json").read_text())["stem_lr_scale"] == 10
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(event):
+        if event.epoch == 2 and event.step == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(source, config=config, run_dir=tmp_path / "cut", progress=stop)
+    resumed = train(source, config=config, run_dir=tmp_path / "cut", resume=True)
+    assert [h.val_loss for h in resumed.history] == [h.val_loss for h in runs[10].history]
+    with pytest.raises(ConfigError, match="stem_lr_scale: must be positive"):
+        TrainConfig(stem_lr_scale=0)
 
 
 def test_a_run_with_a_stem_can_start_another_from_its_backbone(tmp_path):

@@ -79,6 +79,9 @@ def train_command(
     ] = None,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     stem: Annotated[Optional[str], typer.Option(help=_STEM_HELP)] = None,
+    stem_lr_scale: Annotated[
+        float, typer.Option(help="The stem's learning rate as a multiple of --lr.")
+    ] = 1.0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUTPUT.")] = False,
 ) -> None:
     """Train a classifier on obfuscated (or, for the baseline, plaintext) images.
@@ -103,6 +106,7 @@ def train_command(
         weights=weights,
         num_workers=workers,
         stem=stem,
+        stem_lr_scale=stem_lr_scale,
     )
     if not main_process():
         train(data, config=config, run_dir=output, resume=resume)

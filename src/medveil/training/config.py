@@ -50,6 +50,9 @@ class TrainConfig:
         as a resize), ``fitted`` (learned, started from the principal axes of the training
         arrays' rows and columns) or ``resize``; ``None`` picks ``linear`` for obfuscated data
         and ``resize`` for plaintext.
+    stem_lr_scale : float
+        The stem's peak learning rate as a multiple of ``lr`` (its own AdamW parameter group,
+        under the same schedule); 1 trains it with the backbone's rate.
     val_fraction : float
         Stratified fraction of the training data held out for validation (when the data has no
         ``val`` split of its own).
@@ -99,6 +102,7 @@ class TrainConfig:
     normalisation: Literal["dataset", "model"] = "dataset"
     selection: Literal["val_acc", "val_loss"] = "val_acc"
     stem: str | None = None
+    stem_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         # Each check names its field (ConfigError.field): the study reports it as training.FIELD.
@@ -147,6 +151,9 @@ class TrainConfig:
         _check(
             self.stem is None or self.stem in STEMS, "stem",
             f"must be one of {', '.join(STEMS)} (or None), got {self.stem!r}",
+        )
+        _check(
+            self.stem_lr_scale > 0, "stem_lr_scale", f"must be positive, got {self.stem_lr_scale}"
         )
         if self.weights is not None:
             object.__setattr__(self, "weights", Path(self.weights))

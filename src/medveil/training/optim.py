@@ -33,8 +33,35 @@ def warmup_epochs(config: TrainConfig) -> int:
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW at the configured peak learning rate and decoupled weight decay."""
-    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    """AdamW at the configured peak learning rate and decoupled weight decay.
+
+    With ``config.stem_lr_scale`` other than 1, a model's input stem (``model.stem``) trains in
+    a parameter group of its own at that multiple of the rate, after the backbone's group. At 1
+    there is one group, as in runs saved before the option existed, so they still resume.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> model = nn.Module()
+    >>> model.stem, model.backbone = nn.Linear(4, 4), nn.Linear(4, 2)
+    >>> optimizer = make_optimizer(model, TrainConfig(lr=1e-3, stem_lr_scale=10))
+    >>> [group["lr"] for group in optimizer.param_groups]
+    [0.001, 0.01]
+    """
+    stem = getattr(model, "stem", None)
+    stem_params = [p for p in stem.parameters() if p.requires_grad] if stem is not None else []
+    if not stem_params or config.stem_lr_scale == 1:
+        return torch.optim.AdamW(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+    held = {id(p) for p in stem_params}
+    return torch.optim.AdamW(
+        [
+            {"params": [p for p in model.parameters() if id(p) not in held]},
+            {"params": stem_params, "lr": config.lr * config.stem_lr_scale},
+        ],
+        lr=config.lr, weight_decay=config.weight_decay,
+    )
 
 
 def make_scheduler(
@@ -43,6 +70,6 @@ def make_scheduler(
     """The configured schedule over ``total_steps`` optimisation steps (stepped once per batch)."""
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=WARMUP_FRACTION
+            optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total_steps, pct_start=WARMUP_FRACTION
         )
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
