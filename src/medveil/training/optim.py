@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from medveil.training.config import TrainConfig
+from medveil.training.models import StemmedClassifier
 
 __all__ = ["WARMUP_FRACTION", "make_optimizer", "make_scheduler", "warmup_epochs"]
 
@@ -35,20 +36,20 @@ def warmup_epochs(config: TrainConfig) -> int:
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW at the configured peak learning rate and decoupled weight decay.
 
-    With ``config.stem_lr_scale`` other than 1, a model's input stem (``model.stem``) trains in
+    With ``config.stem_lr_scale`` other than 1, a model's learned input stem
+    (:class:`~medveil.training.models.StemmedClassifier`'s ``stem``) trains in
     a parameter group of its own at that multiple of the rate, after the backbone's group. At 1
     there is one group, as in runs saved before the option existed, so they still resume.
 
     Examples
     --------
     >>> from torch import nn
-    >>> model = nn.Module()
-    >>> model.stem, model.backbone = nn.Linear(4, 4), nn.Linear(4, 2)
+    >>> model = StemmedClassifier(stem=nn.Linear(4, 4), backbone=nn.Linear(4, 2))
     >>> optimizer = make_optimizer(model, TrainConfig(lr=1e-3, stem_lr_scale=10))
     >>> [group["lr"] for group in optimizer.param_groups]
     [0.001, 0.01]
     """
-    stem = getattr(model, "stem", None)
+    stem = model.stem if isinstance(model, StemmedClassifier) else None
     stem_params = [p for p in stem.parameters() if p.requires_grad] if stem is not None else []
     if not stem_params or config.stem_lr_scale == 1:
         return torch.optim.AdamW(
