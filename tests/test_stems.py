@@ -128,6 +128,21 @@ def _obfuscated_source(count: int = 64) -> tuple[DataSource, object]:
     return source, key
 
 
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_in_epoch_two(source, config, run_dir):  # type: ignore[no-untyped-def]
+    """Start a run in ``run_dir`` and stop it at the first step of its second epoch."""
+
+    def stop(event):  # type: ignore[no-untyped-def]
+        if event.epoch == 2 and event.step == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(source, config=config, run_dir=run_dir, progress=stop)
+
+
 def test_a_run_records_its_stem_and_reloads_and_resumes_with_it(tmp_path):
     source, _ = _obfuscated_source()
     config = TrainConfig(
@@ -144,15 +159,7 @@ def test_a_run_records_its_stem_and_reloads_and_resumes_with_it(tmp_path):
     # The stem moved away from its start (it is trained with the backbone).
     assert not torch.allclose(best["stem.left"], resize_matrix(N, 16), atol=1e-4)
     # Interrupted in its second epoch and resumed: the same stem and history as the full run.
-    class Interrupt(Exception):
-        pass
-
-    def stop(event):
-        if event.epoch == 2 and event.step == 1:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train(source, config=config, run_dir=tmp_path / "cut", progress=stop)
+    interrupt_in_epoch_two(source, config, tmp_path / "cut")
     resumed = train(source, config=config, run_dir=tmp_path / "cut", resume=True)
     assert [h.val_loss for h in resumed.history] == [h.val_loss for h in full.history]
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]
@@ -196,15 +203,7 @@ def test_the_stem_learns_at_its_own_rate_through_the_schedule_and_a_resume(tmp_p
     assert moved[10] > 3 * moved[1], moved
     assert json.loads((tmp_path / "scale10" / "config.json").read_text())["stem_lr_scale"] == 10
 
-    class Interrupt(Exception):
-        pass
-
-    def stop(event):
-        if event.epoch == 2 and event.step == 1:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train(source, config=config, run_dir=tmp_path / "cut", progress=stop)
+    interrupt_in_epoch_two(source, config, tmp_path / "cut")
     resumed = train(source, config=config, run_dir=tmp_path / "cut", resume=True)
     assert [h.val_loss for h in resumed.history] == [h.val_loss for h in runs[10].history]
     with pytest.raises(ConfigError, match="stem_lr_scale: must be positive"):
@@ -384,15 +383,7 @@ def test_a_fitted_run_saves_loads_and_resumes_without_refitting(tmp_path, monkey
     start_left, _ = starts.starts[0]
     assert not torch.allclose(best["stem.left"], start_left, atol=1e-4)
 
-    class Interrupt(Exception):
-        pass
-
-    def stop(event):
-        if event.epoch == 2 and event.step == 1:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train(source, config=config, run_dir=tmp_path / "cut", progress=stop)
+    interrupt_in_epoch_two(source, config, tmp_path / "cut")
     assert len(starts.starts) == 2
     resumed = train(source, config=config, run_dir=tmp_path / "cut", resume=True)
     assert len(starts.starts) == 2  # the checkpoint's stem, not a new fit
