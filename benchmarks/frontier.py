@@ -102,14 +102,16 @@ def _utility(args: argparse.Namespace, points: list[str]) -> None:
 
 
 def _utility_rows(args: argparse.Namespace, points: list[str]) -> pd.DataFrame:
-    """Every scored smallcnn run of plaintext and ``points`` with the default stem that the
-    frontier's utility.py command kept in the ledger (its settings read by that script's own
-    parser)."""
+    """Every scored smallcnn run of plaintext and ``points`` with the default stem and one of
+    the frontier's ``--keys`` keys (0 to keys - 1) that the frontier's utility.py command kept in
+    the ledger (its settings read by that script's own parser). Runs of further keys, kept by
+    other benchmarks at the same settings, are left out so that every point is the mean over the
+    same keys."""
     settings = utility.run_settings(utility.build_parser().parse_args(_utility_argv(args, points)))
     rows = [
         row for row in recorded("utility", dataset_name(args.dataset), settings)
         if row["scheme"] in ("plaintext", *points) and row["model"] == "smallcnn"
-        and row["stem_option"] == "default"
+        and row["stem_option"] == "default" and row["key"] < args.keys
     ]
     return pd.DataFrame(rows, columns=None if rows else ["scheme", "model", "accuracy"])
 

@@ -76,6 +76,7 @@ def test_the_frontier_counts_default_stem_runs_at_its_own_settings(scripts):
     keep("multistage", 2, "default", 0.1, model="resnet50")
     keep("plaintext", 0, "default", 0.95)
     keep("svd", 0, "default", 0.85)  # not asked for
+    keep("multistage", 3, "default", 0.2)  # a fourth key: beyond the frontier's --keys 3
     rows = frontier._utility_rows(args, ["multistage"])
     assert sorted(zip(rows["scheme"], rows["accuracy"], strict=True)) == [
         ("multistage", 0.8), ("multistage", 0.9), ("plaintext", 0.95),
