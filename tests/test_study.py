@@ -366,6 +366,14 @@ def test_report_tables_match_the_metrics(study) -> None:
     sweep = _section(text, "sweep-table")
     for row in metrics["sweep"]:
         assert f"{row['test_accuracy']:.3f}" in sweep
+    # One column per preset, the table on the section's whole width (no half-width cell that
+    # a third preset's column ran out of).
+    stages = _section(text, "stage-table")
+    for preset in ("svd", "multistage", "private"):
+        assert f"<th>{preset} ms/image</th>" in stages
+    assert text.index('<div class="scroll"><table id="stage-table"') > text.index(
+        '<section id="efficiency">'
+    )
     run_table = _section(text, "run-table")
     for fingerprint in metrics["study"]["keys"].values():
         assert fingerprint in run_table

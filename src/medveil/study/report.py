@@ -59,6 +59,8 @@ tr:nth-child(even) td { background:#fafbfd; }
 img.fig { max-width:100%; height:auto; border:1px solid var(--line); border-radius:6px;
           background:#fff; display:block; margin:8px 0; }
 .grid { display:grid; grid-template-columns:repeat(auto-fit,minmax(420px,1fr)); gap:18px; }
+/* A cell wider than its column scrolls instead of running under its neighbour. */
+.grid > div { min-width:0; overflow-x:auto; }
 pre { background:#f3f5f9; border:1px solid var(--line); border-radius:6px; padding:10px;
       overflow-x:auto; font-size:12.5px; }
 footer { color:var(--muted); text-align:center; font-size:13px; padding:20px; }
@@ -334,13 +336,15 @@ def _efficiency_section(metrics: dict[str, Any]) -> str:
         f'<p class="note">Milliseconds per image of each stage, batched on {_e(device)}, '
         f"{_e(images)} images, best of {_e(metrics['config']['efficiency']['repeats'])} passes "
         "(truncation includes the input checks).</p>"
-        '<div class="grid"><div>'
+        # One column per preset: the table grows with the study's presets, so it gets the
+        # section's whole width rather than half of it.
+        + '<div class="scroll">'
         + _table(["stage"] + [f"{p} ms/image" for p in presets], rows, table_id="stage-table")
-        + "</div><div>"
+        + "</div><h3>End to end</h3>"
         + _table(("preset", "images", "s", "images/s", "skipped"), throughput,
                  table_id="throughput-table")
-        + '<p class="note">End to end through <code>obfuscate_dataset</code>: decoding, '
-        "transform and writing the store.</p></div></div>"
+        + '<p class="note">Through <code>obfuscate_dataset</code>: decoding, transform and '
+        "writing the store.</p>"
         + "<h3>Wall time of each step</h3>"
         + _table(("step", "seconds"), steps + [("<b>total</b>", f"<b>{total:.1f}</b>")],
                  table_id="steps-table")

@@ -79,6 +79,7 @@ def tradeoff_figure(plain: float, points: list[TradeoffPoint]) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
     for ax, attr, label, line in (
@@ -93,8 +94,11 @@ def tradeoff_figure(plain: float, points: list[TradeoffPoint]) -> bytes:
             ax.annotate(p.preset, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=9)
         if not math.isnan(plain):
             ax.axhline(100 * plain, color="gray", ls="--", lw=1, label="plaintext")
-            ax.legend(fontsize=8, loc="lower right")
+            # "best" keeps the legend off the points (a fixed corner hid one).
+            ax.legend(fontsize=8, loc="best")
         ax.axvline(line, color="tab:red", ls=":", lw=1)
+        ax.margins(x=0.12, y=0.08)  # room for the labels of the outermost points
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))  # SSIM differences have long labels
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy (%)")
     buffer = io.BytesIO()
